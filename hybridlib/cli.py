@@ -1,0 +1,258 @@
+"""The command line: `python -m hybridlib COMMAND ...` (or the `hybridlib` script).
+
+    python -m hybridlib train --model cnn_lstm_skip --dataset caltech101
+    python -m hybridlib evaluate RUN_DIR
+    python -m hybridlib reproduce --table paper-a --seeds 3
+    python -m hybridlib results RUN_DIR [RUN_DIR ...]
+    python -m hybridlib bench --model cnn --dataset digits --steps 50
+    python -m hybridlib course --profile quick
+    python -m hybridlib figures
+    python -m hybridlib data caltech101
+
+This module only parses arguments. Each command is carried out by a
+`cli_<command>(args)` function in the module that owns the concept, so the
+command line and the notebooks share the same code. Mistakes a user can fix
+raise `HybridError` and end here as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hybridlib import __version__
+from hybridlib.errors import HybridError
+
+# command -> (module, function) that carries it out.
+HANDLERS = {
+    "train": ("hybridlib.train", "cli_train"),
+    "evaluate": ("hybridlib.train", "cli_evaluate"),
+    "reproduce": ("hybridlib.reproduce", "cli_reproduce"),
+    "results": ("hybridlib.results", "cli_results"),
+    "bench": ("hybridlib.bench", "cli_bench"),
+    "course": ("hybridlib.course", "cli_course"),
+    "figures": ("hybridlib.diagrams", "cli_figures"),
+    "data": ("hybridlib.data", "cli_data"),
+}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"need 0 <= I < N in I/N, got {text!r}")
+    return index, count
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `train` and `reproduce`."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="cuda, cuda:N, mps, cpu or auto (CUDA, then MPS, then CPU) (default: auto)",
+    )
+    p.add_argument(
+        "--data-root", default=None, help="data root (default: $HYBRIDLIB_DATA or ~/hybridlib/data)"
+    )
+    p.add_argument(
+        "--download", action="store_true", help="download a missing data set from its official host"
+    )
+    p.add_argument(
+        "--recipe",
+        default="paper",
+        choices=["paper", "improved"],
+        help="paper: the papers' settings; improved: the course's better recipe (default: paper)",
+    )
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="use at most this many images per split (quick runs)",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels (slower; bit-exact resume on CPU)",
+    )
+    p.add_argument("--no-augment", action="store_true", help="turn the training flips off")
+    p.add_argument(
+        "--no-amp",
+        action="store_true",
+        help="no bf16 autocast on CUDA (it is off on the CPU unless --cpu-bf16)",
+    )
+    p.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        help="opt in to bf16 autocast on the CPU (changes numerics)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybridlib",
+        description="Train, evaluate and compare the CNN, CNN+LSTM, CNN+LSTM+skip and "
+        "auto-encoder classifiers of the course.",
+    )
+    parser.add_argument("--version", action="version", version=f"hybridlib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train one model on one data set (paper A's six arguments)")
+    p.add_argument("--model", default="cnn", help="model name (default: cnn)")
+    p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="(default: 16, paper A)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="(default: 30, paper A)")
+    p.add_argument(
+        "--lr", type=positive_float, default=1e-4, help="learning rate (default: 1e-4, paper A)"
+    )
+    p.add_argument(
+        "--val-every",
+        type=positive_int,
+        default=5,
+        help="validate every N epochs (default: 5, paper A)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default: a new folder under $HYBRIDLIB_RUNS/runs)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    _add_run_options(p)
+
+    p = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
+    p.add_argument("run_dir", help="a run directory written by `train`")
+    p.add_argument("--data-root", default=None, help="data root (default: the run's)")
+    p.add_argument("--device", default="auto", help="(default: auto)")
+
+    p = sub.add_parser("reproduce", help="run a paper's whole grid and write its results table")
+    p.add_argument("--table", required=True, choices=["paper-a", "paper-b"])
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds per cell (default: 3)")
+    p.add_argument(
+        "--epochs", type=positive_int, default=None, help="epochs per run (default: the paper's)"
+    )
+    p.add_argument("--datasets", nargs="+", default=None, help="data sets (default: the paper's)")
+    p.add_argument("--models", nargs="+", default=None, help="models (default: the paper's)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="(default: the paper's)")
+    p.add_argument(
+        "--out", default=None, help="grid directory (default: $HYBRIDLIB_RUNS/<table>[-<recipe>])"
+    )
+    p.add_argument(
+        "--shard",
+        type=shard,
+        default=(0, 1),
+        help="run only shard I of N of the grid, e.g. 0/4 (default: 0/1)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="runs trained at once on one device (default: 1)",
+    )
+    _add_run_options(p)
+
+    p = sub.add_parser("results", help="collect run directories into a results table")
+    p.add_argument("run_dirs", nargs="+", help="run or grid directories")
+    p.add_argument(
+        "--table",
+        choices=["paper-a", "paper-b", "runs"],
+        default="runs",
+        help="layout of the table (default: one row per run)",
+    )
+    p.add_argument("--markdown", action="store_true", help="print markdown instead of text")
+
+    p = sub.add_parser("bench", help="time the plain loop against hybridlib's training paths")
+    p.add_argument("--model", default="cnn", help="(default: cnn)")
+    p.add_argument("--dataset", default="digits", help="(default: digits)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="(default: 16)")
+    p.add_argument(
+        "--steps", type=positive_int, default=50, help="timed steps per repeat (default: 50)"
+    )
+    p.add_argument("--repeats", type=positive_int, default=3, help="(default: 3)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
+    p.add_argument("--device", default="auto", help="(default: auto)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default=None, help="also write the table as JSON and markdown here")
+
+    p = sub.add_parser("course", help="run every notebook headlessly with papermill")
+    p.add_argument(
+        "--profile",
+        choices=["quick", "paper"],
+        default="quick",
+        help="quick: embedded data, seconds per notebook; paper: the papers' "
+        "settings (default: quick)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for executed notebooks and figures "
+        "(default: $HYBRIDLIB_RUNS/course-<profile>)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="run only notebooks whose names start with these, e.g. 00 03",
+    )
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override a notebook parameter",
+    )
+
+    p = sub.add_parser("figures", help="redraw the architecture figures from the models")
+    p.add_argument("--out", default=None, help="(default: figures/architectures)")
+
+    p = sub.add_parser("data", help="show (and optionally download) a data set and its splits")
+    p.add_argument("dataset", help="data set name")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` and run the command. Returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed its message
+        return int(exit_.code or 0)
+    module_name, function_name = HANDLERS[args.command]
+    try:
+        handler = getattr(importlib.import_module(module_name), function_name)
+        return int(handler(args) or 0)
+    except HybridError as error:
+        print(f"hybridlib {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hybridlib {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,131 @@
+"""Run the whole course headlessly: every notebook, in order, with papermill.
+
+    python -m hybridlib course                  # quick profile: embedded digits data, CPU is enough
+    python -m hybridlib course --profile paper  # the papers' settings on the real data sets
+    python -m hybridlib course --only 02 05 -p epochs 3
+
+Executed notebooks go to `<out>/notebooks/`, figures to `<out>/figures/`,
+runs to `<out>/runs/` (default `<out>`: `$HYBRIDLIB_RUNS/course-<profile>`).
+The first notebook that fails stops the course with its name and the cell
+that failed; the partly executed copy is kept so the error can be read there.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+from hybridlib.errors import HybridError
+from hybridlib.paths import data_root, runs_root
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+# Parameters injected into every notebook that declares them in its
+# `parameters` cell. The quick profile keeps each notebook's own defaults.
+PROFILES: dict[str, dict[str, object]] = {
+    "quick": {},
+    "paper": {
+        "profile": "paper",
+        "dataset": "caltech101",
+        "datasets": ["cifar10", "caltech101", "tiny-imagenet"],
+        "epochs": 30,  # paper A
+        "seeds": 3,
+        "limit": None,
+    },
+}
+
+
+def course_notebooks(directory: Path = NOTEBOOKS_DIR, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in teaching order (only those starting with `only`, if given)."""
+    notebooks = sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        notebooks = [p for p in notebooks if any(p.name.startswith(prefix) for prefix in only)]
+        if not notebooks:
+            raise HybridError(
+                f"--only {' '.join(only)} matches no notebook in {directory}; "
+                "use the two-digit numbers, e.g. --only 00 03"
+            )
+    if not notebooks:
+        raise HybridError(f"no numbered notebooks found in {directory}")
+    return notebooks
+
+
+def _parse_value(text: str) -> object:
+    """`-p epochs 3` gives 3, `-p limit None` gives None, anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def run_course(
+    profile: str = "quick",
+    out: str | Path | None = None,
+    only: list[str] | None = None,
+    overrides: dict[str, object] | None = None,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    kernel_name: str = "python3",
+) -> Path:
+    """Execute the course notebooks with papermill.
+
+    Args:
+        profile: "quick" or "paper" (see PROFILES).
+        out: output folder; default `$HYBRIDLIB_RUNS/course-<profile>`.
+        only: run only notebooks whose names start with these prefixes.
+        overrides: extra parameters for every notebook that declares them.
+    Returns:
+        The output folder.
+    Raises:
+        HybridError: naming the failing notebook and cell.
+    """
+    import papermill
+
+    if profile not in PROFILES:
+        raise HybridError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    out = Path(out).expanduser().resolve() if out else runs_root() / f"course-{profile}"
+    executed = out / "notebooks"
+    executed.mkdir(parents=True, exist_ok=True)
+    wanted = {
+        "data_root": str(data_root()),
+        "out_dir": str(out),
+        **PROFILES[profile],
+        **(overrides or {}),
+    }
+    notebooks = course_notebooks(notebooks_dir, only)
+    print(f"Running {len(notebooks)} notebooks ({profile} profile) into {out}", flush=True)
+    started = time.perf_counter()
+    for path in notebooks:
+        declared = papermill.inspect_notebook(str(path))
+        parameters = {name: value for name, value in wanted.items() if name in declared}
+        target = executed / path.name
+        tic = time.perf_counter()
+        print(f"  {path.name} ...", end=" ", flush=True)
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(target),
+                parameters=parameters,
+                cwd=str(path.parent),
+                kernel_name=kernel_name,
+                progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as error:
+            print("FAILED", flush=True)
+            raise HybridError(
+                f"notebook {path.name} failed in cell {error.exec_count} "
+                f"({error.ename}: {error.evalue}); the partly executed copy is {target}"
+            ) from None
+        print(f"ok ({time.perf_counter() - tic:.0f} s)", flush=True)
+    print(
+        f"Done in {time.perf_counter() - started:.0f} s. Executed notebooks: {executed}; "
+        f"figures: {out / 'figures'}",
+        flush=True,
+    )
+    return out
+
+
+def cli_course(args) -> int:
+    overrides = {name: _parse_value(value) for name, value in args.parameter}
+    run_course(args.profile, args.out, args.only, overrides)
+    return 0

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""The course's two set-up commands, for a fresh machine with only Python 3.10+.
+
+    python3 make.py course   # install everything, then run the whole course headlessly
+    python3 make.py test     # install everything, then lint and run the full test suite
+
+Both create (or reuse) a virtual environment in `.venv/` beside this file and
+install the package into it with the tested versions in `constraints.txt`.
+Running either twice in a row is safe: the second run installs nothing unless
+`pyproject.toml` or `constraints.txt` changed.
+
+Extra arguments are passed on: `python3 make.py course --profile paper`,
+`python3 make.py test -k models -x`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".hybridlib-installed"
+
+
+def say(message: str) -> None:
+    print(f"[make.py] {message}", flush=True)
+
+
+def run(*cmd: str | Path, **kwargs) -> int:
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kwargs)
+
+
+def check(*cmd: str | Path) -> None:
+    code = run(*cmd)
+    if code != 0:
+        say(f"command failed with exit code {code}: {' '.join(map(str, cmd))}")
+        sys.exit(code)
+
+
+def install_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create `.venv` and install the package with its dev extras, once."""
+    if sys.version_info < (3, 10):  # noqa: UP036 (make.py may be started by an older python3)
+        sys.exit(f"hybridlib needs Python 3.10 or newer; this is {sys.version.split()[0]}.")
+    if not PYTHON.exists():
+        say(f"creating a virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    fingerprint = install_fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint:
+        say("virtual environment is up to date")
+        return
+    say("installing hybridlib and its dependencies (first time: a few minutes, ~6 GB for torch)")
+    check(
+        PYTHON,
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "-q",
+        "-c",
+        "constraints.txt",
+        "-e",
+        ".[dev]",
+    )
+    STAMP.write_text(fingerprint)
+
+
+def ensure_chromium() -> None:
+    """The JupyterLab browser test drives the system Chromium; install it if we can."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.name != "posix" or not shutil.which("apt-get") or os.geteuid() != 0:
+        say(
+            "Chromium is not installed and cannot be installed here (needs root and apt-get); "
+            "the browser test will say so. Install Debian's 'chromium' package to run it."
+        )
+        return
+    say("installing Debian's chromium for the JupyterLab browser test")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if (
+        run("apt-get", "update", "-qq", env=env) != 0
+        or run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", env=env)
+        != 0
+    ):
+        say("could not install chromium with apt-get; the browser test will say so")
+
+
+def course(args: list[str]) -> int:
+    ensure_venv()
+    return run(PYTHON, "-m", "hybridlib", "course", *args)
+
+
+def test(args: list[str]) -> int:
+    ensure_venv()
+    ensure_chromium()
+    say("ruff: lint and format checks")
+    check(BIN / "ruff", "check", ".")
+    check(BIN / "ruff", "format", "--check", ".")
+    say("pytest")
+    code = run(PYTHON, "-m", "pytest", *args)
+    if code == 5:
+        say("pytest collected no tests")
+        return 1
+    return code
+
+
+COMMANDS = {"course": course, "test": test}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(__doc__)
+        sys.exit(2 if len(sys.argv) >= 2 and sys.argv[1] not in ("-h", "--help") else 0)
+    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))

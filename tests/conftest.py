@@ -1,0 +1,47 @@
+"""Shared fixtures.
+
+Tests that read the real data subsets take them from `$HYBRIDLIB_TEST_DATA`
+(`.ci/run` points it at `../shared/data`). Where that folder is absent, as on
+a user's fresh clone, they skip with the reason; in CI
+(`HYBRIDLIB_REQUIRE_TEST_DATA=1`) a missing folder is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Two cores here: keep tests from oversubscribing them.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _test_data_root() -> Path:
+    return Path(os.environ.get("HYBRIDLIB_TEST_DATA") or ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder with the real CIFAR-10 / Caltech 101 / Tiny ImageNet subsets."""
+    root = _test_data_root()
+    if not (root / "caltech101").is_dir():
+        message = (
+            f"real data subsets not found in {root}; set HYBRIDLIB_TEST_DATA to the folder "
+            "holding cifar10-jpg/, caltech101/ and tiny-imagenet-200/"
+        )
+        if os.environ.get("HYBRIDLIB_REQUIRE_TEST_DATA") or os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture()
+def tmp_env(tmp_path, monkeypatch) -> Path:
+    """Point the data and runs roots at a temporary folder."""
+    monkeypatch.setenv("HYBRIDLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HYBRIDLIB_RUNS", str(tmp_path / "runs"))
+    return tmp_path

@@ -1,0 +1,105 @@
+"""The package installs, its command line behaves, and its metadata agrees."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hybridlib import cli, paths
+
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hybridlib", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in cli.HANDLERS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["train", "--lr", "-1"], "must be a positive finite number"),
+        (["train", "--epochs", "zero"], "expected a whole number"),
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["reproduce", "--table", "paper-c"], "invalid choice: 'paper-c'"),
+        (["reproduce", "--table", "paper-a", "--shard", "3/2"], "need 0 <= I < N"),
+    ],
+)
+def test_bad_arguments_exit_nonzero_without_traceback(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_handler_exists():
+    import importlib
+
+    for module_name, function_name in cli.HANDLERS.values():
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, function_name)), (module_name, function_name)
+
+
+def test_console_script_is_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["hybridlib"] == "hybridlib.cli:main"
+
+
+def _requirement_names(lines):
+    return {re.split(r"[<>=!~\[ ]", line.strip(), maxsplit=1)[0].lower() for line in lines}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {
+        req.replace(" ", "")
+        for req in project["dependencies"] + project["optional-dependencies"]["dev"]
+    }
+    env_lines = [
+        line.strip()[2:].strip()
+        for line in (ROOT / "environment.yml").read_text().splitlines()
+        if line.strip().startswith("- ") and not line.strip().startswith("- -e")
+    ]
+    pip_reqs = {
+        line for line in env_lines if _requirement_names([line]) & _requirement_names(wanted)
+    }
+    assert pip_reqs == wanted
+
+
+def test_roots_default_to_absolute_home_folders(monkeypatch):
+    monkeypatch.delenv("HYBRIDLIB_DATA", raising=False)
+    monkeypatch.delenv("HYBRIDLIB_RUNS", raising=False)
+    assert paths.data_root() == (Path.home() / "hybridlib" / "data").resolve()
+    assert paths.runs_root() == (Path.home() / "hybridlib" / "runs").resolve()
+
+
+def test_roots_follow_environment_and_are_created_on_demand(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDLIB_DATA", str(tmp_path / "d"))
+    monkeypatch.setenv("HYBRIDLIB_RUNS", str(tmp_path / "r"))
+    assert paths.data_root() == tmp_path / "d"
+    assert not (tmp_path / "d").exists()
+    assert paths.runs_root(create=True) == tmp_path / "r"
+    assert (tmp_path / "r").is_dir()
+    assert paths.data_root(tmp_path / "x") == tmp_path / "x"
+
+
+def test_ci_script_calls_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "python3 make.py test" in readme
+    assert "python3 make.py course" in readme
+    assert "python3 make.py test" in (ROOT / ".ci" / "run").read_text()
