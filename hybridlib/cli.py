@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="data set name")
     p.add_argument("--data-root", default=None)
     p.add_argument("--download", action="store_true")
+    p.add_argument("--folder", default=None,
+                   help="for the 'folder' data set: a folder of class sub-folders")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    p.add_argument("--num-classes", type=positive_int, default=None,
+                   help="number of classes (default: the paper's)")
     return parser
 
 
