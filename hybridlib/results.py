@@ -1,0 +1,497 @@
+"""Results tables: run directories -> the papers' tables, with the papers' numbers beside ours.
+
+    python -m hybridlib results RUNS_OR_GRID_DIRS... [--table paper-a|paper-b|runs] [--markdown]
+
+    from hybridlib import results
+    runs = results.read_runs(["~/hybridlib/runs/paper-a"])
+    table = results.paper_table(runs, "paper-a")     # (model, dataset) rows: n_seeds, mean, std,
+                                                    # paper, diff (test accuracy in %)
+    results.wide_table(table)                        # models x datasets, as in the paper
+    results.compare_pairs(runs, "paper-a")           # Welch's t-test per compared pair
+
+Paper A's Table I and paper B's Table 1 report one run per cell and no error bars.
+With several seeds per cell we report mean +- standard deviation (sample std,
+n - 1) and the number of seeds, and for every pair of models a paper compares,
+Welch's t-test (unequal variances) says whether our difference is larger than
+the seed-to-seed noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hybridlib.errors import HybridError
+
+__all__ = [
+    "PAPER_A",
+    "PAPER_B",
+    "TABLES",
+    "cli_results",
+    "compare_pairs",
+    "find_run_dirs",
+    "paper_table",
+    "read_runs",
+    "to_markdown",
+    "wide_table",
+    "write_tables",
+]
+
+# Paper A, Table I: test accuracy (%) of each model on each data set.
+PAPER_A = {
+    "cnn": {"cifar10": 80.0, "caltech101": 91.0, "tiny-imagenet": 64.0},
+    "cnn_lstm": {"cifar10": 80.0, "caltech101": 78.0, "tiny-imagenet": 59.0},
+    "cnn_lstm_skip": {"cifar10": 78.0, "caltech101": 91.0, "tiny-imagenet": 65.0},
+    "autoencoder": {"cifar10": 66.0, "caltech101": 90.0, "tiny-imagenet": 63.0},
+}
+# Paper B, Table 1: CIFAR-10 test accuracy (%).
+PAPER_B = {
+    "yu_cnn": {"cifar10": 72.0},
+    "yu_cnn_nolrn": {"cifar10": 69.0},
+    "row_gru": {"cifar10": 46.0},
+    "row_lstm": {"cifar10": 47.0},
+    "yu_conv_lstm": {"cifar10": 78.0},
+}
+
+LABELS = {
+    "cnn": "CNN",
+    "cnn_lstm": "CNN + LSTM",
+    "cnn_lstm_skip": "CNN + LSTM + skip",
+    "autoencoder": "Auto-encoder",
+    "yu_cnn": "CNN with LRN",
+    "yu_cnn_nolrn": "CNN without LRN",
+    "row_gru": "GRU (rows)",
+    "row_lstm": "LSTM (rows)",
+    "yu_conv_lstm": "two-layer conv + LSTM",
+    "cifar10": "CIFAR-10",
+    "caltech101": "Caltech 101",
+    "tiny-imagenet": "Tiny ImageNet",
+    "digits": "digits",
+}
+
+# Each table: its numbers, its models and data sets in the paper's order, and the
+# pairs (a, b) whose difference the paper discusses.
+TABLES: dict[str, dict[str, Any]] = {
+    "paper-a": {
+        "title": "Paper A, Table I: test accuracy (%)",
+        "paper": PAPER_A,
+        "models": ("cnn", "cnn_lstm", "cnn_lstm_skip", "autoencoder"),
+        "datasets": ("cifar10", "caltech101", "tiny-imagenet"),
+        "pairs": (
+            ("cnn_lstm", "cnn"),  # does an LSTM after the convs help?
+            ("cnn_lstm_skip", "cnn_lstm"),  # does the skip branch help the LSTM?
+            ("cnn_lstm_skip", "cnn"),  # the paper's proposal against the plain CNN
+            ("autoencoder", "cnn"),  # does the reconstruction task help?
+        ),
+    },
+    "paper-b": {
+        "title": "Paper B, Table 1: CIFAR-10 test accuracy (%)",
+        "paper": PAPER_B,
+        "models": ("yu_cnn", "yu_cnn_nolrn", "row_gru", "row_lstm", "yu_conv_lstm"),
+        "datasets": ("cifar10",),
+        "pairs": (
+            ("yu_cnn", "yu_cnn_nolrn"),  # local response normalisation
+            ("row_lstm", "row_gru"),  # LSTM against GRU on image rows
+            ("yu_conv_lstm", "yu_cnn"),  # the paper's proposal against its CNN
+            ("yu_conv_lstm", "row_lstm"),  # ... and against the row LSTM
+        ),
+    },
+}
+
+RUN_COLUMNS = (
+    "run_dir",
+    "status",
+    "model",
+    "dataset",
+    "seed",
+    "recipe",
+    "epochs",
+    "epochs_done",
+    "batch_size",
+    "lr",
+    "limit",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+    "test_size",
+    "train_time_s",
+    "images_per_s",
+    "device",
+    "torch",
+    "git_commit",
+)
+
+
+def _table_spec(table: str) -> dict[str, Any]:
+    if table not in TABLES:
+        from hybridlib.errors import choices_error
+
+        raise choices_error("table", table, TABLES)
+    return TABLES[table]
+
+
+# ---------------------------------------------------------------------------
+# Reading run directories
+# ---------------------------------------------------------------------------
+
+
+def find_run_dirs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Run directories in `paths`: each path is a run directory or a folder of them."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: dict[Path, None] = {}
+    for path in paths:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise HybridError(f"{str(path)!r} does not exist; pass run or grid directories")
+        if (path / "config.json").is_file():
+            found[path.resolve()] = None
+            continue
+        for config in sorted(path.rglob("config.json")):
+            found[config.parent.resolve()] = None
+    return list(found)
+
+
+def read_runs(paths) -> pd.DataFrame:
+    """One row per run directory found in `paths` (see `RUN_COLUMNS`).
+
+    Accuracies are fractions (0..1) as in summary.json. Runs without a summary
+    (still training, or killed) have status "incomplete".
+    """
+    if isinstance(paths, pd.DataFrame):
+        return paths
+    rows = [_read_run(run_dir) for run_dir in find_run_dirs(paths)]
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    config = json.loads((run_dir / "config.json").read_text())
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    row = {name: summary.get(name, config.get(name)) for name in RUN_COLUMNS}
+    row["run_dir"] = str(run_dir)
+    row["status"] = summary.get("status", "incomplete")
+    row["limit"] = config.get("limit")
+    return row
+
+
+def _complete(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[(runs["status"] == "complete") & runs["test_acc"].notna()]
+
+
+# ---------------------------------------------------------------------------
+# The papers' tables
+# ---------------------------------------------------------------------------
+
+
+def paper_table(
+    runs,
+    table: str = "paper-a",
+    *,
+    models: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per (model, dataset) cell of a paper's table, ours beside the paper's.
+
+    Args:
+        runs: a `read_runs` frame, or run / grid directories.
+        table: "paper-a" (Table I) or "paper-b" (Table 1).
+        models: rows (default: the paper's models).
+        datasets: data sets (default: those with finished runs, the paper's first; the
+            paper's when there are none).
+    Returns:
+        A DataFrame indexed by (model, dataset) (and recipe first, if runs of several
+        recipes are mixed) with columns n_seeds, mean, std, min, max (test accuracy in
+        %), paper (the paper's %, NaN where it has none), diff (mean - paper, points),
+        seeds (the seeds used) and epochs.
+    """
+    spec = _table_spec(table)
+    runs = _complete(read_runs(runs))
+    models = tuple(models or spec["models"])
+    runs = runs[runs["model"].isin(models)]
+    if datasets is None:
+        present = list(dict.fromkeys(runs["dataset"]))
+        ours = [d for d in spec["datasets"] if d in present]
+        datasets = ours + [d for d in present if d not in ours] or list(spec["datasets"])
+    recipes = sorted(runs["recipe"].dropna().unique()) or ["paper"]
+    rows = []
+    for recipe in recipes:
+        for model in models:
+            for dataset in datasets:
+                cell = runs[
+                    (runs["model"] == model)
+                    & (runs["dataset"] == dataset)
+                    & (runs["recipe"].fillna("paper") == recipe)
+                ]
+                accuracy = cell["test_acc"].astype(float).to_numpy() * 100.0
+                paper = spec["paper"].get(model, {}).get(dataset, math.nan)
+                mean = float(accuracy.mean()) if len(accuracy) else math.nan
+                rows.append(
+                    {
+                        "recipe": recipe,
+                        "model": model,
+                        "dataset": dataset,
+                        "n_seeds": len(accuracy),
+                        "mean": mean,
+                        "std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else math.nan,
+                        "min": float(accuracy.min()) if len(accuracy) else math.nan,
+                        "max": float(accuracy.max()) if len(accuracy) else math.nan,
+                        "paper": paper,
+                        "diff": mean - paper,
+                        "seeds": " ".join(str(int(s)) for s in sorted(cell["seed"])),
+                        "epochs": " ".join(str(int(e)) for e in sorted(set(cell["epochs"]))),
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    keys = ["recipe", "model", "dataset"] if len(recipes) > 1 else ["model", "dataset"]
+    if len(recipes) == 1:
+        frame = frame.drop(columns="recipe")
+    return frame.set_index(keys)
+
+
+def _cell_text(row: pd.Series) -> str:
+    if row["n_seeds"] == 0:
+        return "-"
+    if row["n_seeds"] == 1:
+        return f"{row['mean']:.1f} (n=1)"
+    return f"{row['mean']:.1f} ± {row['std']:.1f} (n={row['n_seeds']})"
+
+
+def wide_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The long `paper_table` laid out like the paper: models x data sets.
+
+    For every data set three columns: ours ("mean ± std (n=seeds)"), the paper's
+    number and the difference in points.
+    """
+    frame = table.reset_index()
+    group = [c for c in ("recipe",) if c in frame.columns]
+    columns: dict[str, list] = {}
+    index = []
+    for keys, rows in frame.groupby(group + ["model"], sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        label = LABELS.get(keys[-1], keys[-1])
+        index.append(f"{keys[0]}: {label}" if group else label)
+        for _, row in rows.iterrows():
+            name = LABELS.get(row["dataset"], row["dataset"])
+            columns.setdefault(name, []).append(_cell_text(row))
+            columns.setdefault(f"{name} paper", []).append(
+                "-" if math.isnan(row["paper"]) else f"{row['paper']:.0f}"
+            )
+            columns.setdefault(f"{name} diff", []).append(
+                "-" if math.isnan(row["diff"]) else f"{row['diff']:+.1f}"
+            )
+    return pd.DataFrame(columns, index=pd.Index(index, name="model"))
+
+
+def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.DataFrame:
+    """Welch's t-test for each pair of models the paper compares, per data set.
+
+    Args:
+        runs: a `read_runs` frame, or run / grid directories.
+        table: "paper-a" or "paper-b".
+        alpha: significance level for the verdict.
+    Returns:
+        One row per (dataset, a, b): seeds and mean accuracy (%) of each, our
+        difference a - b, the paper's difference, Welch's t and two-sided p, and
+        a verdict.
+    """
+    from scipy import stats
+
+    spec = _table_spec(table)
+    runs = _complete(read_runs(runs))
+    present = list(dict.fromkeys(runs["dataset"]))
+    datasets = [d for d in spec["datasets"] if d in present] + [
+        d for d in present if d not in spec["datasets"]
+    ]
+    rows = []
+    for dataset in datasets:
+        for a, b in spec["pairs"]:
+            acc_a = _accuracies(runs, a, dataset)
+            acc_b = _accuracies(runs, b, dataset)
+            if len(acc_a) == 0 and len(acc_b) == 0:
+                continue
+            paper_a = spec["paper"].get(a, {}).get(dataset, math.nan)
+            paper_b = spec["paper"].get(b, {}).get(dataset, math.nan)
+            t = p = math.nan
+            if len(acc_a) >= 2 and len(acc_b) >= 2:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # zero variance: nan, handled below
+                    result = stats.ttest_ind(acc_a, acc_b, equal_var=False)
+                t, p = float(result.statistic), float(result.pvalue)
+            diff = float(acc_a.mean() - acc_b.mean()) if len(acc_a) and len(acc_b) else math.nan
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "a": a,
+                    "b": b,
+                    "n_a": len(acc_a),
+                    "n_b": len(acc_b),
+                    "mean_a": float(acc_a.mean()) if len(acc_a) else math.nan,
+                    "mean_b": float(acc_b.mean()) if len(acc_b) else math.nan,
+                    "diff": diff,
+                    "paper_diff": paper_a - paper_b,
+                    "t": t,
+                    "p_value": p,
+                    "verdict": _verdict(acc_a, acc_b, diff, p, alpha),
+                }
+            )
+    columns = ["dataset", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "paper_diff"]
+    return pd.DataFrame(rows, columns=columns + ["t", "p_value", "verdict"])
+
+
+def _accuracies(runs: pd.DataFrame, model: str, dataset: str) -> np.ndarray:
+    cell = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
+    return cell["test_acc"].astype(float).to_numpy() * 100.0
+
+
+def _verdict(acc_a, acc_b, diff: float, p: float, alpha: float) -> str:
+    if len(acc_a) < 2 or len(acc_b) < 2:
+        return "needs >= 2 seeds per model"
+    if math.isnan(p):
+        return "identical runs" if diff == 0 else "no seed noise to compare with"
+    if p < alpha:
+        return f"larger than seed noise (p < {alpha:g})"
+    return "within seed noise"
+
+
+# ---------------------------------------------------------------------------
+# Writing tables
+# ---------------------------------------------------------------------------
+
+
+def to_markdown(frame: pd.DataFrame, *, floatfmt: str = ".2f", index: bool = True) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency)."""
+    frame = frame.reset_index() if index else frame
+    header = [str(c) for c in frame.columns]
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "-" if math.isnan(value) else format(value, floatfmt)
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for values in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def provenance(runs: pd.DataFrame, command: str | None = None) -> dict[str, Any]:
+    """Where a table's numbers come from: command, hardware, versions, seeds."""
+    from hybridlib import __version__, runtime
+
+    runs = _complete(runs)
+    return {
+        "command": command or "python -m hybridlib " + " ".join(sys.argv[1:]),
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hybridlib": __version__,
+        "git_commit": runtime.git_commit(),
+        "devices": sorted({str(d) for d in runs["device"].dropna()}),
+        "torch": sorted({str(v) for v in runs["torch"].dropna()}),
+        "seeds": sorted({int(s) for s in runs["seed"].dropna()}),
+        "runs": int(len(runs)),
+        "epochs": sorted({int(e) for e in runs["epochs"].dropna()}),
+    }
+
+
+def write_tables(
+    runs, out_dir: str | os.PathLike, table: str = "paper-a", *, command: str | None = None
+) -> dict[str, Path]:
+    """Write the table, the pair tests and the run list as CSV and markdown.
+
+    Files (prefix `paper_a` or `paper_b`): `<prefix>_table.csv` (long), `<prefix>_table.md`
+    (wide, as in the paper, with provenance), `<prefix>_tests.csv` / `.md`, `runs.csv`,
+    and `<prefix>_provenance.json`.
+
+    Returns:
+        {"table_csv": path, "table_md": ..., "tests_csv": ..., "tests_md": ...,
+         "runs_csv": ..., "provenance": ...}
+    """
+    spec = _table_spec(table)
+    runs = read_runs(runs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = table.replace("-", "_")
+    long = paper_table(runs, table)
+    tests = compare_pairs(runs, table)
+    stamp = provenance(runs, command)
+    paths = {
+        "table_csv": out / f"{prefix}_table.csv",
+        "table_md": out / f"{prefix}_table.md",
+        "tests_csv": out / f"{prefix}_tests.csv",
+        "tests_md": out / f"{prefix}_tests.md",
+        "runs_csv": out / "runs.csv",
+        "provenance": out / f"{prefix}_provenance.json",
+    }
+    long.to_csv(paths["table_csv"], float_format="%.4f")
+    tests.to_csv(paths["tests_csv"], index=False, float_format="%.6g")
+    runs.to_csv(paths["runs_csv"], index=False)
+    header = _provenance_text(stamp)
+    paths["table_md"].write_text(
+        f"# {spec['title']}\n\n{header}\n"
+        + to_markdown(wide_table(long))
+        + "\nOurs: mean ± sample standard deviation over n seeds; diff = ours - paper.\n"
+    )
+    paths["tests_md"].write_text(
+        f"# {spec['title']}: are the differences larger than seed noise?\n\n{header}\n"
+        "Welch's t-test (two-sided, unequal variances) on the per-seed test accuracies; "
+        "diff = a - b in points.\n\n" + to_markdown(tests, index=False)
+    )
+    paths["provenance"].write_text(json.dumps(stamp, indent=2) + "\n")
+    return paths
+
+
+def _provenance_text(stamp: dict[str, Any]) -> str:
+    return (
+        f"Made by `{stamp['command']}` on {', '.join(stamp['devices']) or 'unknown hardware'} "
+        f"(torch {', '.join(stamp['torch']) or '?'}, hybridlib {stamp['hybridlib']}, "
+        f"commit {stamp['git_commit'] or 'none'}), {stamp['written']}; "
+        f"{stamp['runs']} runs, seeds {stamp['seeds']}, epochs {stamp['epochs']}.\n"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def cli_results(args) -> int:
+    """`python -m hybridlib results RUN_DIR... [--table ...] [--markdown]`"""
+    runs = read_runs(args.run_dirs)
+    if runs.empty:
+        raise HybridError(
+            f"no run directories found in {' '.join(args.run_dirs)}; pass folders "
+            "written by `train` or `reproduce`"
+        )
+    if args.table == "runs":
+        frame = runs.drop(columns=["run_dir", "torch", "git_commit"]).copy()
+        for column in ("train_acc", "val_acc", "test_acc"):
+            frame[column] = frame[column].astype(float) * 100.0
+        _print(frame, args.markdown, index=False)
+        return 0
+    long = paper_table(runs, args.table)
+    print(TABLES[args.table]["title"])
+    _print(wide_table(long), args.markdown)
+    tests = compare_pairs(runs, args.table)
+    if not tests.empty:
+        print("\nWelch's t-test between the models the paper compares (diff = a - b, points):")
+        _print(tests, args.markdown, index=False)
+    return 0
+
+
+def _print(frame: pd.DataFrame, markdown: bool, index: bool = True) -> None:
+    if markdown:
+        print(to_markdown(frame, index=index), end="")
+    else:
+        options = ("display.width", 200, "display.max_columns", None)
+        with pd.option_context(*options, "display.float_format", "{:.2f}".format):
+            print(frame.to_string(index=index))

@@ -1,0 +1,1144 @@
+"""Training and evaluation, written out: `train_one_epoch`, `evaluate`, `fit`, `run_training`.
+
+    python -m hybridlib train --model cnn_lstm_skip --dataset caltech101
+    python -m hybridlib train --out RUN_DIR --resume        # continue an interrupted run
+    python -m hybridlib evaluate RUN_DIR
+
+or from Python / a notebook:
+
+    from hybridlib.config import RunConfig
+    from hybridlib.train import run_training
+    run_dir = run_training(RunConfig(model="cnn", dataset="digits", epochs=2))
+
+    # or step by step, keeping the model in hand:
+    bundle = load_dataset("digits")
+    model = build_model("cnn", bundle.num_classes)
+    history = fit(model, bundle, RunConfig(epochs=2))
+    history.to_frame()
+
+A run directory holds `config.json`, `metrics.csv` (the history), `checkpoint.pt`
+(model, optimiser, scheduler, epoch, history, RNG states; rewritten atomically at
+the end of every epoch), and, once training ends, `predictions.csv`,
+`confusion.csv`, `per_class.csv` on the test split and `summary.json`.
+
+Paper A's settings are the defaults (see `hybridlib.config`): batch 16, lr 1e-4,
+30 epochs, validation every 5 epochs (and after the last), flips. The test split
+is evaluated once, with the final weights, as paper A reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from hybridlib import runtime
+from hybridlib.config import RUNTIME_FIELDS, RunConfig
+from hybridlib.errors import HybridError
+from hybridlib.metrics import ConfusionMatrix, confusion_frame, per_class
+from hybridlib.paths import runs_root
+
+__all__ = [
+    "DivergedError",
+    "EpochResult",
+    "EvalResult",
+    "History",
+    "cli_evaluate",
+    "cli_train",
+    "config_from_args",
+    "evaluate",
+    "evaluate_run",
+    "fit",
+    "load_checkpoint",
+    "load_run_model",
+    "make_optimizer",
+    "make_scheduler",
+    "run_training",
+    "save_checkpoint",
+    "train_one_epoch",
+    "train_step",
+]
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+PREDICTIONS_FILE = "predictions.csv"
+CONFUSION_FILE = "confusion.csv"
+PER_CLASS_FILE = "per_class.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FORMAT = 1
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+class DivergedError(HybridError):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, message: str, *, epoch: int, step: int):
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+
+
+# ---------------------------------------------------------------------------
+# History
+# ---------------------------------------------------------------------------
+
+
+class History:
+    """One row per finished epoch: losses, accuracies (0..1), lr, seconds, images/s.
+
+    `val_loss` / `val_acc` are NaN in epochs without validation. `stopped_at` is
+    (epoch, step) when a stop request ended training inside an epoch (that partial
+    epoch has no row), else None.
+    """
+
+    COLUMNS = (
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr",
+        "time_s",
+        "images_per_s",
+    )
+    TIMING_COLUMNS = ("time_s", "images_per_s")  # differ between otherwise identical runs
+
+    def __init__(self, rows: list[dict[str, Any]] | None = None):
+        self.rows: list[dict[str, Any]] = [dict(row) for row in rows or []]
+        self.stopped_at: tuple[int, int] | None = None
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append({column: row.get(column, math.nan) for column in self.COLUMNS})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.rows[index]
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.rows[-1] if self.rows else None
+
+    def last_validated(self) -> dict[str, Any] | None:
+        """The last row with a validation result."""
+        for row in reversed(self.rows):
+            if not math.isnan(row["val_acc"]):
+                return row
+        return None
+
+    def to_frame(self) -> pd.DataFrame:
+        """The history as a DataFrame with one row per epoch."""
+        return pd.DataFrame(self.rows, columns=list(self.COLUMNS))
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.rows]
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> History:
+        return cls(frame.to_dict("records"))
+
+    def __repr__(self) -> str:
+        stopped = f", stopped_at={self.stopped_at}" if self.stopped_at else ""
+        return f"History({len(self)} epochs{stopped})"
+
+
+@dataclass
+class EpochResult:
+    """What `train_one_epoch` returns. Loss and accuracy are means over the images seen."""
+
+    loss: float
+    accuracy: float
+    images: int
+    steps: int
+    seconds: float
+    stopped: bool = False
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.nan
+
+
+@dataclass
+class EvalResult:
+    """What `evaluate` returns.
+
+    Attributes:
+        loss, accuracy: means over the split (accuracy 0..1).
+        num_samples: images evaluated.
+        confusion: (K, K) int64 counts on the CPU, rows true, columns predicted.
+        predictions: per image (index, target, prediction, confidence, correct, names),
+            when asked for.
+    """
+
+    loss: float
+    accuracy: float
+    num_samples: int
+    confusion: torch.Tensor
+    seconds: float
+    predictions: pd.DataFrame | None = None
+    classes: list[str] | None = field(default=None, repr=False)
+
+    def per_class(self) -> pd.DataFrame:
+        return per_class(self.confusion, self.classes)
+
+    def confusion_frame(self) -> pd.DataFrame:
+        return confusion_frame(self.confusion, self.classes)
+
+
+# ---------------------------------------------------------------------------
+# Optimiser, schedule, loss
+# ---------------------------------------------------------------------------
+
+
+def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """The optimiser named by `config.optimizer` (paper A: Adam, lr 1e-4)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def make_scheduler(optimizer, config: RunConfig, total_steps: int):
+    """The per-step learning-rate schedule, or None for a constant rate (the papers')."""
+    if config.scheduler == "none":
+        return None
+    total = max(1, total_steps)
+    # cosine from lr down to 0 over the whole run, stepped after every optimiser step
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    )
+
+
+def training_loss(model, output, inputs, targets, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The model's own loss, with optional label smoothing of its cross-entropy term.
+
+    Label-smoothed cross entropy equals CE + eps * (U - CE), U being the cross entropy
+    against the uniform distribution; the correction is weighted by the share of CE in
+    the model's loss (1 - recon_weight for the auto-encoder, 1 otherwise).
+    """
+    loss = model.loss(output, inputs, targets)
+    if label_smoothing > 0:
+        log_probs = F.log_softmax(model.logits(output).float(), dim=1)
+        ce = F.nll_loss(log_probs, targets)
+        uniform = -log_probs.mean(dim=1).mean()
+        ce_weight = 1.0 - getattr(model, "recon_weight", 0.0)
+        loss = loss + ce_weight * label_smoothing * (uniform - ce)
+    return loss
+
+
+def input_crop(model, image_size: int) -> int | None:
+    """The crop the loaders must apply so the data fits the model (paper B: 24 of 32)."""
+    channels, height, width = model.input_size
+    if height == width == image_size:
+        return None
+    if height == width and height < image_size:
+        return height
+    name = getattr(model, "name", type(model).__name__)
+    raise HybridError(
+        f"model {name!r} takes {channels}x{height}x{width} images but the data set gives "
+        f"{image_size}x{image_size}; use image_size={height} (or a model for "
+        f"{image_size}x{image_size} input)"
+    )
+
+
+# ---------------------------------------------------------------------------
+# One step, one epoch, one evaluation
+# ---------------------------------------------------------------------------
+
+
+def train_step(
+    model,
+    optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    device: torch.device,
+    amp: bool = True,
+    cpu_bf16: bool = False,
+    label_smoothing: float = 0.0,
+    scheduler=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch.
+
+    Returns:
+        (loss, correct): the batch's mean loss and its number of correct predictions,
+        both as tensors on the device, so the step never waits for the GPU.
+    """
+    with runtime.autocast(device, amp=amp, cpu_bf16=cpu_bf16):
+        output = model(x)
+        loss = training_loss(model, output, x, y, label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    correct = (model.logits(output).argmax(dim=1) == y).sum()
+    return loss.detach(), correct
+
+
+def train_one_epoch(
+    model,
+    loader,
+    optimizer,
+    *,
+    device: torch.device,
+    epoch: int = 1,
+    epochs: int | None = None,
+    scheduler=None,
+    amp: bool = True,
+    cpu_bf16: bool = False,
+    label_smoothing: float = 0.0,
+    callback: Callback | None = None,
+    stop=None,
+    progress: bool = True,
+    sync_every: int | None = None,
+) -> EpochResult:
+    """Train for one pass over `loader`.
+
+    Losses and correct counts are summed on the device and read back every
+    `sync_every` steps (every step on the CPU, where reading is free; every 25 on a
+    GPU, so it is not stalled). At each read the losses are checked: a NaN or an
+    infinity raises `DivergedError` naming the epoch and the exact step.
+
+    Args:
+        model: a `Classifier` on `device`.
+        loader: yields (x, y) batches on `device` (a `DeviceLoader`).
+        optimizer, scheduler: the optimiser and an optional per-step schedule.
+        epoch, epochs: for messages and the progress bar.
+        callback: called with {"event": "step", ...} at every read-back.
+        stop: an object with `is_set()` (e.g. `threading.Event`), checked after every
+            step; when set, the epoch ends after the current step.
+        progress: show a tqdm progress bar.
+    Returns:
+        An `EpochResult` (mean loss, accuracy 0..1, images, steps, seconds, stopped).
+    """
+    model.train()
+    steps = len(loader)
+    sync_every = sync_every or (1 if device.type == "cpu" else 25)
+    loss_sum = torch.zeros((), device=device)  # sum of per-image losses
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    pending: list[torch.Tensor] = []  # step losses not yet checked on the host
+    images = 0
+    step = 0
+    stopped = False
+    label = f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"
+    bar = _bar(total=steps, desc=label, unit="step", progress=progress)
+    start = time.perf_counter()
+    for step, (x, y) in enumerate(loader, start=1):
+        loss, right = train_step(
+            model,
+            optimizer,
+            x,
+            y,
+            device=device,
+            amp=amp,
+            cpu_bf16=cpu_bf16,
+            label_smoothing=label_smoothing,
+            scheduler=scheduler,
+        )
+        batch = y.shape[0]
+        loss_sum += loss.float() * batch
+        correct += right
+        images += batch
+        pending.append(loss)
+        stopping = stop is not None and stop.is_set()
+        if step % sync_every == 0 or step == steps or stopping:
+            _check_finite(pending, step, steps, epoch, optimizer)
+            pending.clear()
+            mean_loss, accuracy = loss_sum.item() / images, correct.item() / images
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{accuracy:.3f}", refresh=False)
+            if callback is not None:
+                callback(
+                    {
+                        "event": "step",
+                        "epoch": epoch,
+                        "step": step,
+                        "steps": steps,
+                        "loss": mean_loss,
+                        "acc": accuracy,
+                    }
+                )
+        # a stop requested before or during this step's read-back ends the epoch here
+        if stop is not None and stop.is_set():
+            if pending:  # set by another thread after the read-back decision
+                _check_finite(pending, step, steps, epoch, optimizer)
+            stopped = True
+            break
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if images == 0:
+        return EpochResult(math.nan, math.nan, 0, 0, seconds, stopped)
+    return EpochResult(
+        loss=loss_sum.item() / images,
+        accuracy=correct.item() / images,
+        images=images,
+        steps=step,
+        seconds=seconds,
+        stopped=stopped,
+    )
+
+
+def _bar(iterable=None, *, total=None, desc: str, unit: str, progress: bool):
+    """A tqdm.auto progress bar: a widget in notebooks, a text line in terminals.
+
+    Where stderr is neither a terminal nor a notebook (CI logs, files), the bar is
+    redrawn every 5 s instead of 10 times a second, so logs stay short.
+    """
+    interactive = sys.stderr.isatty() or "notebook" in tqdm.__module__
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not _bars(progress),
+        leave=False,
+        mininterval=0.1 if interactive else 5.0,
+    )
+
+
+def _bars(progress: bool) -> bool:
+    """Progress bars on, unless switched off here or with tqdm's TQDM_DISABLE=1."""
+    return progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
+def _check_finite(losses, last_step, steps, epoch, optimizer) -> None:
+    values = torch.stack(losses).float().cpu()
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad) == 0:
+        return
+    index = int(bad[0])
+    step = last_step - len(losses) + 1 + index
+    lr = optimizer.param_groups[0]["lr"]
+    raise DivergedError(
+        f"training diverged: the loss became {values[index].item()} at epoch {epoch}, "
+        f"step {step} of {steps}; the learning rate {lr:g} is probably too high, "
+        f"try a lower one, e.g. --lr {lr / 10:g} (paper A uses 1e-4)",
+        epoch=epoch,
+        step=step,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    loader,
+    *,
+    device: torch.device,
+    num_classes: int | None = None,
+    classes: list[str] | None = None,
+    amp: bool = True,
+    cpu_bf16: bool = False,
+    predictions: bool = False,
+    progress: bool = False,
+    desc: str = "evaluate",
+) -> EvalResult:
+    """Loss, accuracy and confusion matrix of `model` on every batch of `loader`.
+
+    The confusion matrix is accumulated on the device; nothing is read back until
+    the end.
+
+    Args:
+        model: a `Classifier` on `device`.
+        loader: yields (x, y) batches on `device`, in a fixed order.
+        num_classes: K (default: `model.num_classes`).
+        classes: class names for the predictions table and the per-class report.
+        predictions: also return one row per image (target, prediction, confidence).
+    Returns:
+        An `EvalResult`.
+    """
+    was_training = model.training
+    model.eval()
+    k = num_classes or model.num_classes
+    matrix = ConfusionMatrix(k, device)
+    loss_sum = torch.zeros((), device=device)
+    rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    n = 0
+    start = time.perf_counter()
+    for x, y in _bar(loader, desc=desc, unit="batch", progress=progress):
+        with runtime.autocast(device, amp=amp, cpu_bf16=cpu_bf16):
+            output = model(x)
+            loss = model.loss(output, x, y)
+        logits = model.logits(output).float()
+        predicted = logits.argmax(dim=1)
+        matrix.update(predicted, y)
+        loss_sum += loss.float() * y.shape[0]
+        n += y.shape[0]
+        if predictions:
+            confidence = logits.softmax(dim=1).amax(dim=1)
+            rows.append((y, predicted, confidence))
+    model.train(was_training)
+    confusion = matrix.compute()
+    seconds = time.perf_counter() - start
+    loss_value = loss_sum.item() / n if n else math.nan
+    accuracy = float(confusion.diag().sum()) / n if n else math.nan
+    table = _predictions_frame(rows, classes) if predictions else None
+    return EvalResult(loss_value, accuracy, n, confusion, seconds, table, classes)
+
+
+def _predictions_frame(rows, classes: list[str] | None) -> pd.DataFrame:
+    if rows:
+        targets, predicted, confidence = (torch.cat(part).cpu() for part in zip(*rows, strict=True))
+    else:
+        targets = predicted = torch.zeros(0, dtype=torch.int64)
+        confidence = torch.zeros(0)
+    frame = pd.DataFrame(
+        {
+            "index": range(len(targets)),  # position in the (unshuffled) split
+            "target": targets.numpy(),
+            "prediction": predicted.numpy(),
+            "confidence": confidence.numpy(),
+        }
+    )
+    frame["correct"] = frame["target"] == frame["prediction"]
+    if classes is not None:
+        frame["target_name"] = [classes[i] for i in frame["target"]]
+        frame["prediction_name"] = [classes[i] for i in frame["prediction"]]
+    return frame
+
+
+# ---------------------------------------------------------------------------
+# fit: the epoch loop with validation and checkpoints
+# ---------------------------------------------------------------------------
+
+
+def fit(
+    model,
+    bundle,
+    config: RunConfig,
+    *,
+    callback: Callback | None = None,
+    stop=None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    device: torch.device | None = None,
+) -> History:
+    """Train `model` on `bundle` for `config.epochs` epochs and return the history.
+
+    Validation runs every `config.val_every` epochs and after the last one. With a
+    `run_dir`, a checkpoint and `metrics.csv` are written there at the end of every
+    epoch, so an interruption loses at most the current epoch; `resume=True` first
+    loads that checkpoint and continues (the loader's `set_epoch` makes epoch e's
+    batches depend only on the seed and e, so the continued run repeats what the
+    uninterrupted one would have done).
+
+    Args:
+        model: a `Classifier` (moved to the device here; trained in place).
+        bundle: a `DataBundle` from `hybridlib.data.load_dataset`.
+        config: a `RunConfig`.
+        callback: the one hook for live displays, called with dicts: {"event": "start"},
+            {"event": "step", ...}, {"event": "epoch", **history_row}, {"event": "end"}.
+        stop: a `threading.Event`-like object; when set, training ends after the
+            current step, keeping the model and the history of finished epochs.
+        run_dir: where to write checkpoints and metrics (optional).
+        resume: continue from `run_dir`'s checkpoint when there is one.
+        device: the device (default: resolved from `config.device`).
+    Returns:
+        The `History` of all finished epochs (including those before a resume).
+    """
+    device = device or runtime.resolve_device(config.device)
+    with runtime.deterministic(config.deterministic):
+        return _fit(model, bundle, config, callback, stop, run_dir, resume, device)
+
+
+def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> History:
+    channels_last = runtime.use_channels_last(device, config.channels_last)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    crop = input_crop(model, bundle.image_size)
+    train_loader = bundle.loader(
+        "train",
+        config.batch_size,
+        device=device,
+        augment=config.augment,
+        crop=crop,
+        seed=config.seed,
+        channels_last=channels_last,
+    )
+    val_loader = bundle.loader(
+        "val", config.eval_batch_size, device=device, crop=crop, channels_last=channels_last
+    )
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(train_loader) * config.epochs)
+    history = History()
+    first_epoch = 1
+    checkpoint = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        history = History(state["history"])
+        first_epoch = state["epoch"] + 1
+        runtime.set_rng_state(state["rng"])
+    else:
+        # Dropout and anything else random in training start from the run's seed.
+        runtime.seed_everything(config.seed)
+
+    _emit(
+        callback,
+        {
+            "event": "start",
+            "epoch": first_epoch,
+            "epochs": config.epochs,
+            "steps": len(train_loader),
+            "device": str(device),
+        },
+    )
+    for epoch in range(first_epoch, config.epochs + 1):
+        start = time.perf_counter()
+        train_loader.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        try:
+            result = train_one_epoch(
+                model,
+                train_loader,
+                optimizer,
+                device=device,
+                epoch=epoch,
+                epochs=config.epochs,
+                scheduler=scheduler,
+                amp=config.amp,
+                cpu_bf16=config.cpu_bf16,
+                label_smoothing=config.label_smoothing,
+                callback=callback,
+                stop=stop,
+                progress=config.progress,
+            )
+        except DivergedError as error:
+            if checkpoint is not None:
+                kept = (
+                    f"the last good checkpoint (epoch {epoch - 1}) is kept in {checkpoint}"
+                    if checkpoint.is_file()
+                    else "no epoch finished, so there is no checkpoint"
+                )
+                message = f"{error}; {kept}"
+                raise DivergedError(message, epoch=error.epoch, step=error.step) from None
+            raise
+        if result.stopped and result.steps < len(train_loader):
+            history.stopped_at = (epoch, result.steps)
+            break
+        row = {
+            "epoch": epoch,
+            "train_loss": result.loss,
+            "train_acc": result.accuracy,
+            "lr": lr,
+            "images_per_s": result.images_per_s,
+        }
+        if epoch % config.val_every == 0 or epoch == config.epochs:
+            val = evaluate(
+                model,
+                val_loader,
+                device=device,
+                amp=config.amp,
+                cpu_bf16=config.cpu_bf16,
+                desc="validate",
+                progress=config.progress,
+            )
+            row.update(val_loss=val.loss, val_acc=val.accuracy)
+        row["time_s"] = time.perf_counter() - start
+        history.append(row)
+        if run_dir is not None:
+            save_checkpoint(
+                checkpoint,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "history": history.to_records(),
+                    "rng": runtime.get_rng_state(),
+                    "config": config.to_dict(),
+                },
+            )
+            _write_text_atomic(Path(run_dir) / METRICS_FILE, history.to_frame().to_csv(index=False))
+        if config.progress:
+            tqdm.write(_epoch_line(history.last, config.epochs), file=sys.stderr)
+        _emit(callback, {"event": "epoch", **history.last})
+        if result.stopped:  # the stop came with the epoch's last step
+            history.stopped_at = (epoch, result.steps) if epoch < config.epochs else None
+            break
+    _emit(callback, {"event": "end", "epochs_done": len(history), "stopped": history.stopped_at})
+    return history
+
+
+def _emit(callback: Callback | None, event: dict[str, Any]) -> None:
+    if callback is not None:
+        callback(event)
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    line = (
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
+        f"acc {row['train_acc']:.1%}"
+    )
+    if not math.isnan(row["val_acc"]):
+        line += f"  |  val loss {row['val_loss']:.4f} acc {row['val_acc']:.1%}"
+    return line + f"  |  {row['time_s']:.1f} s, {row['images_per_s']:,.0f} img/s"
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: written atomically
+# ---------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically: to a temporary file, then rename.
+
+    A process killed while writing leaves the previous checkpoint intact (the
+    rename is atomic on POSIX and Windows), at worst with a stray `.tmp` file.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """Read a checkpoint written by `fit` (tensors mapped to `device`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HybridError(f"no checkpoint at {path}; train first, or check the run directory")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise HybridError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
+            "delete it to start the run over"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise HybridError(f"{path} is not a hybridlib checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    _write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# run_training: a whole run into a run directory
+# ---------------------------------------------------------------------------
+
+
+def _new_run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{stamp}-{config.model}-{config.dataset}-s{config.seed}"
+    base = runs_root(create=True) / "runs" / name
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
+
+
+def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
+    """Choose (or check) the run directory and write config.json there."""
+    if resume:
+        if not config.out:
+            raise HybridError("--resume needs --out RUN_DIR: the run directory to continue")
+        run_dir = Path(config.out).expanduser().resolve()
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise HybridError(
+                f"nothing to resume in {run_dir}: it has no {CONFIG_FILE}; "
+                "start a new run without --resume"
+            )
+        saved = RunConfig.from_json(run_dir / CONFIG_FILE)
+        # The saved settings define the run; where and how visibly it runs may change.
+        changes = {name: getattr(config, name) for name in RUNTIME_FIELDS}
+        if changes["data_root"] is None:
+            changes["data_root"] = saved.data_root
+        config = saved.replace(**{**changes, "out": str(run_dir)})
+    else:
+        run_dir = Path(config.out).expanduser().resolve() if config.out else _new_run_dir(config)
+        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / SUMMARY_FILE).exists():
+            raise HybridError(
+                f"{run_dir} already holds a run; pass --resume to continue it, "
+                "or choose another --out"
+            )
+        config = config.replace(out=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stale = run_dir / (CHECKPOINT_FILE + ".tmp")  # left by a process killed mid-save
+    if stale.exists():
+        stale.unlink()
+    _write_text_atomic(run_dir / CONFIG_FILE, config.to_json())
+    return run_dir, config
+
+
+def _load_bundle(config: RunConfig):
+    from hybridlib.data import load_dataset
+
+    return load_dataset(
+        config.dataset,
+        config.data_root,
+        download=config.download,
+        seed=config.split_seed,
+        image_size=config.image_size,
+        num_classes=config.num_classes,
+        folder=config.folder,
+        limit=config.limit,
+    )
+
+
+def _build_model(config: RunConfig, num_classes: int):
+    from hybridlib.models import build_model
+
+    return build_model(
+        config.model, num_classes, batch_norm=config.batch_norm, dropout=config.dropout
+    )
+
+
+def run_training(
+    config: RunConfig,
+    *,
+    callback: Callback | None = None,
+    stop=None,
+    resume: bool = False,
+) -> Path:
+    """Train one model as `config` says, writing everything into a run directory.
+
+    Args:
+        config: the run's `RunConfig`; `config.out` names the run directory (default:
+            a new folder under `$HYBRIDLIB_RUNS/runs`).
+        callback: the live-display hook passed to `fit`.
+        stop: a `threading.Event`-like stop request passed to `fit`; a stopped run
+            is left resumable and its summary says "stopped".
+        resume: continue the run in `config.out` from its last checkpoint, with its
+            saved config.json (only device, data root and progress may change).
+    Returns:
+        The run directory.
+    """
+    wall_start = time.perf_counter()
+    run_dir, config = _prepare_run_dir(config, resume)
+    device = runtime.resolve_device(config.device)
+    runtime.set_threads(device)
+    runtime.seed_everything(config.seed)  # model weights come from the seed
+    bundle = _load_bundle(config)
+    model = _build_model(config, bundle.num_classes)
+    if config.progress:
+        sizes = bundle.sizes
+        print(
+            f"hybridlib: {config.model} on {config.dataset} "
+            f"({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} images), "
+            f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}, "
+            f"device {runtime.describe_device(device)}\n"
+            f"hybridlib: run directory {run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    base = {"config": config, "bundle": bundle, "model": model, "device": device}
+    try:
+        history = fit(
+            model,
+            bundle,
+            config,
+            callback=callback,
+            stop=stop,
+            run_dir=run_dir,
+            resume=resume,
+            device=device,
+        )
+    except DivergedError as error:
+        _write_summary(run_dir, status="diverged", message=str(error), **base)
+        raise
+    except KeyboardInterrupt:
+        _write_summary(run_dir, status="interrupted", **base)
+        print(
+            f"hybridlib: interrupted; continue with: python -m hybridlib train "
+            f"--out {run_dir} --resume",
+            file=sys.stderr,
+        )
+        raise
+    if history.stopped_at is not None:
+        _write_summary(run_dir, status="stopped", history=history, **base)
+        return run_dir
+    test = _test_split(model, bundle, config, device)
+    _write_test_files(run_dir, test)
+    _write_summary(
+        run_dir,
+        status="complete",
+        history=history,
+        test=test,
+        wall_time_s=time.perf_counter() - wall_start,
+        **base,
+    )
+    if config.progress:
+        print(
+            f"hybridlib: test accuracy {test.accuracy:.2%} on {test.num_samples:,} images; "
+            f"run directory {run_dir}",
+            file=sys.stderr,
+        )
+    return run_dir
+
+
+def _test_split(model, bundle, config: RunConfig, device: torch.device) -> EvalResult:
+    channels_last = runtime.use_channels_last(device, config.channels_last)
+    loader = bundle.loader(
+        "test",
+        config.eval_batch_size,
+        device=device,
+        crop=input_crop(model, bundle.image_size),
+        channels_last=channels_last,
+    )
+    with runtime.deterministic(config.deterministic):
+        return evaluate(
+            model,
+            loader,
+            device=device,
+            num_classes=bundle.num_classes,
+            classes=list(bundle.classes),
+            amp=config.amp,
+            cpu_bf16=config.cpu_bf16,
+            predictions=True,
+            desc="test",
+            progress=config.progress,
+        )
+
+
+def _write_test_files(run_dir: Path, test: EvalResult) -> None:
+    _write_text_atomic(run_dir / PREDICTIONS_FILE, test.predictions.to_csv(index=False))
+    _write_text_atomic(run_dir / CONFUSION_FILE, test.confusion_frame().to_csv())
+    _write_text_atomic(run_dir / PER_CLASS_FILE, test.per_class().to_csv())
+
+
+def _write_summary(
+    run_dir: Path,
+    *,
+    status: str,
+    config: RunConfig,
+    bundle,
+    model,
+    device: torch.device,
+    history: History | None = None,
+    test: EvalResult | None = None,
+    message: str | None = None,
+    wall_time_s: float | None = None,
+) -> None:
+    if history is None:  # after an exception: the epochs saved so far
+        metrics = run_dir / METRICS_FILE
+        history = History.from_frame(pd.read_csv(metrics)) if metrics.is_file() else History()
+    frame = history.to_frame()
+    last = history.last or {}
+    validated = history.last_validated() or {}
+    train_time = float(frame["time_s"].sum()) if len(frame) else 0.0
+    # images per second over all epochs: total images / total training seconds
+    seconds = (bundle.sizes["train"] / frame["images_per_s"]).sum() if len(frame) else 0.0
+    env = runtime.environment(device)
+    summary = {
+        "status": status,
+        "message": message,
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "recipe": config.recipe,
+        "epochs": config.epochs,
+        "epochs_done": len(history),
+        "stopped_at": list(history.stopped_at) if history.stopped_at else None,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "train_loss": last.get("train_loss"),
+        "train_acc": last.get("train_acc"),
+        "val_loss": validated.get("val_loss"),
+        "val_acc": validated.get("val_acc"),
+        "test_loss": test.loss if test else None,
+        "test_acc": test.accuracy if test else None,
+        "test_size": test.num_samples if test else None,
+        "sizes": bundle.sizes,
+        "classes": list(bundle.classes),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "train_time_s": train_time,
+        "wall_time_s": wall_time_s,
+        "images_per_s": len(frame) * bundle.sizes["train"] / seconds if seconds else None,
+        "device": env["device"],
+        "hardware": env,
+        "torch": env["torch"],
+        "git_commit": env["git_commit"],
+        "command": config.command(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _write_json(run_dir / SUMMARY_FILE, _finite(summary))
+
+
+def _finite(value):
+    """NaN / inf become null so summary.json stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Reading runs back
+# ---------------------------------------------------------------------------
+
+
+def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    """The trained model of a run directory and its config.
+
+    Returns:
+        (model in eval mode on `device`, RunConfig)
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise HybridError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
+    config = RunConfig.from_json(run_dir / CONFIG_FILE)
+    device = runtime.resolve_device(device)
+    state = load_checkpoint(run_dir / CHECKPOINT_FILE, device)
+    num_classes = _num_classes_in(state["model"])
+    model = _build_model(config, num_classes)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config
+
+
+def _num_classes_in(state_dict) -> int:
+    # the last 2-D weight with a matching bias is the classifier's output layer
+    # (the auto-encoder's decoder comes after its head, so look at 'head.' first)
+    names = [n for n in state_dict if n.startswith("head") and n.endswith("weight")]
+    names = names or [n for n in state_dict if n.endswith("weight")]
+    for name in reversed(names):
+        if state_dict[name].dim() == 2:
+            return int(state_dict[name].shape[0])
+    raise HybridError("cannot find the classifier layer in the checkpoint")
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    *,
+    data_root: str | None = None,
+    device: str = "auto",
+    write: bool = True,
+) -> EvalResult:
+    """Evaluate a run's checkpoint on its test split (and rewrite its test files).
+
+    Args:
+        run_dir: a directory written by `run_training`.
+        data_root: where the data is (default: the run's).
+        device: where to evaluate.
+        write: rewrite predictions.csv, confusion.csv and per_class.csv.
+    """
+    run_dir = Path(run_dir)
+    torch_device = runtime.resolve_device(device)
+    model, config = load_run_model(run_dir, torch_device)
+    config = config.replace(data_root=data_root or config.data_root, device=device)
+    bundle = _load_bundle(config)
+    result = _test_split(model, bundle, config, torch_device)
+    if write:
+        _write_test_files(run_dir, result)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+# `train` / `reproduce` option -> RunConfig field
+_ARG_FIELDS = {
+    "model": "model",
+    "dataset": "dataset",
+    "batch_size": "batch_size",
+    "epochs": "epochs",
+    "lr": "lr",
+    "val_every": "val_every",
+    "seed": "seed",
+    "device": "device",
+    "data_root": "data_root",
+    "download": "download",
+    "limit": "limit",
+    "deterministic": "deterministic",
+    "cpu_bf16": "cpu_bf16",
+    "out": "out",
+}
+
+
+def config_from_args(args, **overrides: Any) -> RunConfig:
+    """A `RunConfig` from parsed `train` (or `reproduce`) arguments.
+
+    With `--recipe improved`, the recipe's settings replace the paper's defaults;
+    an option given with a value other than the paper's default still wins.
+    """
+    values = {
+        name: getattr(args, option)
+        for option, name in _ARG_FIELDS.items()
+        if getattr(args, option, None) is not None
+    }
+    values["augment"] = not getattr(args, "no_augment", False)
+    values["amp"] = not getattr(args, "no_amp", False)
+    values.update(overrides)
+    recipe = getattr(args, "recipe", "paper") or "paper"
+    from hybridlib.config import RECIPES
+
+    paper = RunConfig.__dataclass_fields__
+    values = {
+        k: v
+        for k, v in values.items()
+        if not (k in RECIPES.get(recipe, {}) and v == paper[k].default)
+    }
+    return RunConfig.from_recipe(recipe, **values)
+
+
+def cli_train(args) -> int:
+    """`python -m hybridlib train ...`"""
+    resume = bool(getattr(args, "resume", False))
+    if resume and not args.out:
+        raise HybridError("--resume needs --out RUN_DIR: the run directory to continue")
+    config = config_from_args(args)
+    run_dir = run_training(config, resume=resume)
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    print(
+        f"{summary['model']} on {summary['dataset']}: test accuracy {summary['test_acc']:.2%} "
+        f"({summary['test_size']:,} images), {summary['train_time_s']:.1f} s training; "
+        f"run directory {run_dir}"
+    )
+    return 0
+
+
+def cli_evaluate(args) -> int:
+    """`python -m hybridlib evaluate RUN_DIR`"""
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise HybridError(f"run directory {str(run_dir)!r} does not exist")
+    result = evaluate_run(run_dir, data_root=args.data_root, device=args.device)
+    table = result.per_class()
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
+        print(table.to_string())
+    print(
+        f"test accuracy {result.accuracy:.2%} ({result.num_samples:,} images), "
+        f"loss {result.loss:.4f}; wrote {PREDICTIONS_FILE}, {CONFUSION_FILE}, "
+        f"{PER_CLASS_FILE} in {run_dir}"
+    )
+    return 0

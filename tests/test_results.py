@@ -1,0 +1,235 @@
+"""Results tables from run directories, the seed statistics, and the plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+from scipy import stats
+
+from hybridlib import cli, plots, results
+from hybridlib.config import RunConfig
+from hybridlib.data import load_dataset
+from hybridlib.models import build_model
+from hybridlib.train import History
+
+
+def make_run(root, model, dataset, seed, test_acc, *, status="complete", epochs=30, recipe="paper"):
+    """A run directory as `run_training` leaves it (without the checkpoint)."""
+    run_dir = root / f"{dataset}-{model}-s{seed}"
+    run_dir.mkdir(parents=True)
+    config = RunConfig(model=model, dataset=dataset, seed=seed, epochs=epochs, recipe=recipe)
+    config.to_json(run_dir / "config.json")
+    history = History()
+    for epoch in range(1, 4):
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": 2.0 / epoch,
+                "train_acc": 0.3 * epoch,
+                "val_loss": 2.1 / epoch if epoch % 2 else float("nan"),
+                "val_acc": 0.25 * epoch if epoch % 2 else float("nan"),
+                "lr": 1e-4,
+                "time_s": 1.0,
+                "images_per_s": 100.0,
+            }
+        )
+    history.to_frame().to_csv(run_dir / "metrics.csv", index=False)
+    summary = {
+        "status": status,
+        "model": model,
+        "dataset": dataset,
+        "seed": seed,
+        "recipe": recipe,
+        "epochs": epochs,
+        "epochs_done": epochs,
+        "test_acc": test_acc if status == "complete" else None,
+        "device": "cpu (test)",
+        "torch": torch.__version__,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    confusion = pd.DataFrame(np.eye(3, dtype=int) * 5, index=list("abc"), columns=list("abc"))
+    confusion.to_csv(run_dir / "confusion.csv")
+    return run_dir
+
+
+# Test accuracies (fractions) for three seeds of each paper A cell.
+ACCURACY = {
+    ("cnn", "cifar10"): (0.80, 0.81, 0.79),
+    ("cnn_lstm", "cifar10"): (0.70, 0.71, 0.69),
+    ("cnn_lstm_skip", "cifar10"): (0.80, 0.82, 0.78),
+    ("autoencoder", "cifar10"): (0.66, 0.67, 0.65),
+}
+
+
+@pytest.fixture()
+def grid(tmp_path):
+    root = tmp_path / "grid"
+    for model in results.TABLES["paper-a"]["models"]:
+        for dataset in results.TABLES["paper-a"]["datasets"]:
+            values = ACCURACY.get((model, dataset), (0.5, 0.6, 0.7))
+            for seed, value in enumerate(values):
+                make_run(root, model, dataset, seed, value)
+    make_run(root, "cnn", "cifar10", 9, None, status="interrupted")  # must be ignored
+    return root
+
+
+def test_read_runs_finds_every_run(grid):
+    runs = results.read_runs(grid)
+    assert len(runs) == 4 * 3 * 3 + 1
+    assert list(runs.columns) == list(results.RUN_COLUMNS)
+    assert (runs["status"] == "interrupted").sum() == 1
+
+
+def test_paper_a_table_shape_and_paper_columns(grid):
+    table = results.paper_table(grid, "paper-a")
+    assert table.shape[0] == 12  # 4 models x 3 data sets
+    assert list(table.index.names) == ["model", "dataset"]
+    for column in ("n_seeds", "mean", "std", "paper", "diff", "seeds"):
+        assert column in table.columns
+    cell = table.loc[("cnn", "cifar10")]
+    assert cell["n_seeds"] == 3  # the interrupted fourth run does not count
+    assert cell["mean"] == pytest.approx(80.0)
+    assert cell["std"] == pytest.approx(1.0)
+    assert cell["paper"] == 80.0 and cell["diff"] == pytest.approx(0.0)
+    assert table.loc[("cnn_lstm", "caltech101"), "paper"] == 78.0
+    assert table.loc[("autoencoder", "tiny-imagenet"), "paper"] == 63.0
+    assert table.loc[("cnn_lstm", "cifar10"), "diff"] == pytest.approx(-10.0)
+
+
+def test_wide_table_is_models_by_datasets(grid):
+    wide = results.wide_table(results.paper_table(grid, "paper-a"))
+    assert wide.shape == (4, 9)  # per data set: ours, paper, diff
+    assert list(wide.index) == ["CNN", "CNN + LSTM", "CNN + LSTM + skip", "Auto-encoder"]
+    assert wide.loc["CNN", "CIFAR-10"] == "80.0 ± 1.0 (n=3)"
+    assert wide.loc["CNN", "CIFAR-10 paper"] == "80"
+    assert wide.loc["CNN + LSTM", "CIFAR-10 diff"] == "-10.0"
+
+
+def test_table_datasets_default_to_those_with_runs(tmp_path):
+    make_run(tmp_path, "cnn", "digits", 0, 0.9)
+    table = results.paper_table(tmp_path, "paper-a")
+    assert table.shape[0] == 4  # every paper model, one data set
+    assert table.loc[("cnn", "digits"), "n_seeds"] == 1
+    assert np.isnan(table.loc[("cnn", "digits"), "paper"])
+    assert table.loc[("cnn_lstm", "digits"), "n_seeds"] == 0
+
+
+def test_welch_t_test_between_compared_models(grid):
+    tests = results.compare_pairs(grid, "paper-a")
+    assert len(tests) == 4 * 3  # four pairs on three data sets
+    row = tests[(tests["dataset"] == "cifar10") & (tests["a"] == "cnn_lstm")].iloc[0]
+    expected = stats.ttest_ind(
+        np.array(ACCURACY[("cnn_lstm", "cifar10")]) * 100,
+        np.array(ACCURACY[("cnn", "cifar10")]) * 100,
+        equal_var=False,
+    )
+    assert row["p_value"] == pytest.approx(expected.pvalue)
+    assert row["diff"] == pytest.approx(-10.0) and row["paper_diff"] == 0.0
+    assert row["verdict"].startswith("larger than seed noise")
+    cifar = tests[tests["dataset"] == "cifar10"].set_index(["a", "b"])
+    assert cifar.loc[("cnn_lstm_skip", "cnn"), "verdict"] == "within seed noise"  # 80 vs 80
+    assert cifar.loc[("cnn_lstm_skip", "cnn_lstm"), "diff"] == pytest.approx(10.0)
+    assert set(tests["verdict"]) <= {
+        "larger than seed noise (p < 0.05)",
+        "within seed noise",
+        "identical runs",
+    }
+
+
+def test_one_seed_is_not_enough_for_a_test(tmp_path):
+    make_run(tmp_path, "cnn", "cifar10", 0, 0.8)
+    make_run(tmp_path, "cnn_lstm", "cifar10", 0, 0.7)
+    tests = results.compare_pairs(tmp_path, "paper-a")
+    assert tests.iloc[0]["verdict"] == "needs >= 2 seeds per model"
+    assert np.isnan(tests.iloc[0]["p_value"])
+
+
+def test_paper_b_table(tmp_path):
+    for seed in range(2):
+        for model in results.TABLES["paper-b"]["models"]:
+            make_run(tmp_path, model, "cifar10", seed, 0.5 + 0.01 * seed)
+    table = results.paper_table(tmp_path, "paper-b")
+    assert table.shape[0] == 5
+    assert table.loc[("yu_conv_lstm", "cifar10"), "paper"] == 78.0
+    assert table.loc[("row_gru", "cifar10"), "paper"] == 46.0
+    assert results.wide_table(table).shape == (5, 3)
+
+
+def test_mixed_recipes_are_kept_apart(tmp_path):
+    make_run(tmp_path / "a", "cnn", "cifar10", 0, 0.8)
+    make_run(tmp_path / "b", "cnn", "cifar10", 0, 0.9, recipe="improved")
+    table = results.paper_table([tmp_path / "a", tmp_path / "b"], "paper-a")
+    assert list(table.index.names) == ["recipe", "model", "dataset"]
+    assert table.loc[("improved", "cnn", "cifar10"), "mean"] == pytest.approx(90.0)
+
+
+def test_write_tables(grid, tmp_path):
+    paths = results.write_tables(grid, tmp_path / "out", "paper-a", command="python -m x")
+    for path in paths.values():
+        assert path.is_file(), path
+    markdown = paths["table_md"].read_text()
+    assert "| model | CIFAR-10 | CIFAR-10 paper | CIFAR-10 diff |" in markdown
+    assert "`python -m x`" in markdown and "seeds [0, 1, 2]" in markdown
+    long = pd.read_csv(paths["table_csv"], index_col=[0, 1])
+    assert long.shape[0] == 12
+    assert json.loads(paths["provenance"].read_text())["runs"] == 36
+
+
+def test_to_markdown():
+    frame = pd.DataFrame({"a": [1.234, float("nan")], "b": ["x|y", "z"]})
+    text = results.to_markdown(frame, index=False, floatfmt=".1f")
+    assert text.splitlines() == ["| a | b |", "| --- | --- |", "| 1.2 | x\\|y |", "| - | z |"]
+
+
+def test_cli_results(grid, capsys):
+    assert cli.main(["results", str(grid), "--table", "paper-a"]) == 0
+    out = capsys.readouterr().out
+    assert "CNN + LSTM + skip" in out and "Welch" in out
+    assert cli.main(["results", str(grid), "--markdown"]) == 0
+    assert "| status |" in capsys.readouterr().out
+
+
+def test_cli_results_without_runs(tmp_path, capsys):
+    assert cli.main(["results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no run directories found" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["results", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def test_plot_curves(grid, tmp_path):
+    run_dirs = sorted(grid.glob("cifar10-cnn-s[012]"))
+    fig = plots.plot_curves({"CNN": run_dirs, "one": run_dirs[0]}, save=tmp_path / "c.png")
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    assert (tmp_path / "c.png").stat().st_size > 0
+    history = History.from_frame(pd.read_csv(run_dirs[0] / "metrics.csv"))
+    assert len(plots.plot_curves(history).axes) == 2
+
+
+def test_plot_confusion_has_class_names(tmp_path):
+    matrix = torch.tensor([[5, 1], [2, 7]])
+    fig = plots.plot_confusion(matrix, ["cat", "dog"], save=tmp_path / "m.png")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["cat", "dog"]
+    assert "80.0%" in fig.axes[0].get_title()  # 12 of 15
+    assert (tmp_path / "m.png").is_file()
+    assert isinstance(plots.plot_confusion(matrix, ["cat", "dog"], normalize=True), Figure)
+
+
+def test_plot_predictions_and_reconstructions(tmp_path):
+    bundle = load_dataset("digits", tmp_path / "data", limit=20)
+    images, targets = bundle.tensors("test")
+    fig = plots.plot_predictions(images, targets, targets.flip(0), bundle.classes, n=8)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 8
+    model = build_model("autoencoder", bundle.num_classes)
+    fig = plots.plot_reconstructions(model, bundle, n=4, save=tmp_path / "r.png")
+    assert len(fig.axes) == 8 and (tmp_path / "r.png").is_file()
