@@ -67,6 +67,13 @@ def shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: the problem and where help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `reproduce`."""
     p.add_argument(
@@ -111,7 +118,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hybridlib",
         description="Train, evaluate and compare the CNN, CNN+LSTM, CNN+LSTM+skip and "
         "auto-encoder classifiers of the course.",
@@ -197,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--device", default="auto", help="(default: auto)")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--seed", type=int, default=0, help="weights and shuffling seed (default: 0)")
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help="at most this many images per split"
+    )
+    p.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        help="the fastest CPU path uses bf16 autocast (changes numerics; off by default)",
+    )
     p.add_argument("--out", default=None, help="also write the table as JSON and markdown here")
 
     p = sub.add_parser("course", help="run every notebook headlessly with papermill")
@@ -236,11 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="data set name")
     p.add_argument("--data-root", default=None)
     p.add_argument("--download", action="store_true")
-    p.add_argument("--folder", default=None,
-                   help="for the 'folder' data set: a folder of class sub-folders")
+    p.add_argument(
+        "--folder", default=None, help="for the 'folder' data set: a folder of class sub-folders"
+    )
     p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
-    p.add_argument("--num-classes", type=positive_int, default=None,
-                   help="number of classes (default: the paper's)")
+    p.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="number of classes (default: the paper's)",
+    )
     return parser
 
 
