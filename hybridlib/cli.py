@@ -115,6 +115,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="opt in to bf16 autocast on the CPU (changes numerics)",
     )
+    p.add_argument(
+        "--step-mode",
+        choices=["eager", "graph", "auto"],
+        default="eager",
+        help="eager: op by op; graph: the whole training step in a CUDA graph (falls back "
+        "to eager where capture is not possible); auto: graph on CUDA (default: eager)",
+    )
+    p.add_argument(
+        "--per-rank-batch",
+        action="store_true",
+        help="under torchrun: --batch-size is per process (global batch = it x processes); "
+        "by default it is the global batch, split over the processes",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="layout of the table (default: one row per run)",
     )
     p.add_argument("--markdown", action="store_true", help="print markdown instead of text")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="also write the merged tables (CSV, markdown) into this folder (with --table "
+        "paper-a or paper-b), e.g. from the grid shards of several machines",
+    )
 
     p = sub.add_parser("bench", help="time the plain loop against hybridlib's training paths")
     p.add_argument("--model", default="cnn", help="(default: cnn)")

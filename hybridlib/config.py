@@ -30,10 +30,12 @@ from typing import Any
 
 from hybridlib.errors import HybridError, choices_error
 
-__all__ = ["OPTIMIZERS", "RECIPES", "SCHEDULERS", "RunConfig"]
+__all__ = ["OPTIMIZERS", "RECIPES", "SCHEDULERS", "STEP_MODES", "RunConfig"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
+# How a training step runs (hybridlib.fast): op by op, or replayed from a CUDA graph.
+STEP_MODES = ("eager", "graph", "auto")
 
 # What each named recipe changes relative to the dataclass defaults (the paper's).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -50,7 +52,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 # Fields that say where and how visibly a run executes, not what it computes;
 # they may differ between a run and its resumption and between grid runs.
-RUNTIME_FIELDS = ("device", "data_root", "out", "progress", "download")
+RUNTIME_FIELDS = ("device", "data_root", "out", "progress", "download", "step_mode")
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -70,6 +72,7 @@ class RunConfig:
 
     # Optimisation (paper A).
     batch_size: int = 16  # images per optimiser step (paper A: 16; paper B: 128)
+    per_rank_batch: bool = False  # under torchrun: batch_size per rank, not over all ranks
     epochs: int = 30  # passes over the training split (paper A: 30)
     lr: float = 1e-4  # learning rate, per step (paper A: 1e-4; 1e-2 and 1e-3 were worse)
     val_every: int = 5  # epochs between validation passes (paper A: 5); the last always runs
@@ -93,6 +96,7 @@ class RunConfig:
     amp: bool = True  # bf16 autocast on CUDA (no effect elsewhere)
     cpu_bf16: bool = False  # bf16 autocast on the CPU too (opt-in: changes numerics)
     channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA only
+    step_mode: str = "eager"  # eager | graph: whole step in a CUDA graph | auto: graph on CUDA
     deterministic: bool = False  # deterministic kernels: bit-exact resume on CPU (slower)
     eval_batch_size: int = 256  # images per evaluation step; does not change the results
     data_root: str | None = None  # None: $HYBRIDLIB_DATA or ~/hybridlib/data
@@ -143,6 +147,8 @@ class RunConfig:
             raise choices_error("scheduler", self.scheduler, SCHEDULERS)
         if self.recipe not in RECIPES:
             raise choices_error("recipe", self.recipe, RECIPES)
+        if self.step_mode not in STEP_MODES:
+            raise choices_error("step_mode", self.step_mode, STEP_MODES)
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
             raise HybridError(
                 f"unknown device {self.device!r}; choose one of: auto, cpu, mps, cuda, cuda:N"
@@ -217,6 +223,8 @@ class RunConfig:
             parts.append(f"--recipe {self.recipe}")
         if self.device != "auto":
             parts.append(f"--device {self.device}")
+        if self.step_mode != "eager":
+            parts.append(f"--step-mode {self.step_mode}")
         if self.limit is not None:
             parts.append(f"--limit {self.limit}")
         flags = {
@@ -224,6 +232,7 @@ class RunConfig:
             "--no-augment": not self.augment,
             "--no-amp": not self.amp,
             "--cpu-bf16": self.cpu_bf16,
+            "--per-rank-batch": self.per_rank_batch,
         }
         parts += [flag for flag, on in flags.items() if on]
         if self.out:

@@ -726,10 +726,15 @@ class DeviceLoader:
     `e` depend only on `(seed, e)`, so a resumed run sees the same batches. Random numbers
     come from a CPU generator, so CPU and GPU runs see the same batches too.
 
-    With `shard=(rank, world)`, every rank draws the same permutation and takes every
-    world-th image from position rank: disjoint parts of the split. When shuffling, each
-    rank keeps N // world images, so all ranks run the same number of batches; without
-    shuffling the ranks together cover every image exactly once.
+    With `shard=(rank, world)` (training under torchrun), `batch_size` is this rank's
+    share of a global batch of `batch_size * world` images. Every rank draws the order,
+    flips and crops of the whole split from `(seed, epoch)`, exactly as one process with
+    the global batch would, and takes its contiguous slice of every global batch, so the
+    ranks together see what that one process sees, step by step. A last, shorter global
+    batch is split as evenly as possible. Shuffled loaders (training) give every rank the
+    same number of batches: a last global batch with fewer images than ranks is left out
+    (at most world - 1 images, different ones every epoch); unshuffled ones (evaluation)
+    cover every image exactly once. With `world=1` nothing changes.
     """
 
     images: torch.Tensor = field(repr=False)  # uint8 (N, 3, S, S)
@@ -763,14 +768,40 @@ class DeviceLoader:
     @property
     def num_samples(self) -> int:
         """Images this rank sees per epoch."""
-        n, (rank, world) = len(self.images), self.shard
-        if self.shuffle and world > 1:
-            return n // world
-        return len(range(rank, n, world))
+        return sum(stop - start for start, stop in self._slices())
+
+    @property
+    def global_batch_size(self) -> int:
+        """Images per step over all ranks: `batch_size * world`."""
+        return self.batch_size * self.shard[1]
 
     def __len__(self) -> int:
-        n = self.num_samples
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return len(self._slices())
+
+    def _slices(self) -> list[tuple[int, int]]:
+        """This rank's (start, stop) positions in the epoch's order, one pair per batch."""
+        n, (rank, world) = len(self.images), self.shard
+        size = self.global_batch_size
+        slices = []
+        for begin in range(0, n, size):
+            count = min(size, n - begin)
+            if count < size and (self.drop_last or (self.shuffle and count < world)):
+                break
+            share, extra = divmod(count, world)  # the first `extra` ranks take one more
+            start = begin + rank * share + min(rank, extra)
+            stop = start + share + (1 if rank < extra else 0)
+            if stop > start:
+                slices.append((start, stop))
+        return slices
+
+    def sample_indices(self, epoch: int | None = None) -> torch.Tensor:
+        """Indices into the split of the images this rank yields in `epoch`, in order.
+
+        Args:
+            epoch: default: the epoch of the last iteration (`loader.epoch - 1`), or 0.
+        """
+        epoch = max(self.epoch - 1, 0) if epoch is None else epoch
+        return self._plan(epoch)[0]
 
     def set_epoch(self, epoch: int) -> None:
         """Use epoch `epoch`'s order, flips and crops for the next iteration."""
@@ -779,15 +810,21 @@ class DeviceLoader:
     def _plan(self, epoch: int):
         """This epoch's order, flips and crop offsets, drawn on the CPU from (seed, epoch)."""
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
-        n, (rank, world) = len(self.images), self.shard
+        n, size = len(self.images), self.images.shape[-1]
+        # Drawn for the whole split, whatever the shard, so every rank agrees with one
+        # process on each image's position, flips and crop.
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        order = order[rank::world][: self.num_samples]
-        m, size = len(order), self.images.shape[-1]
         flips = offsets = None
         if self.augment:
-            flips = torch.rand(m, 2, generator=generator) < 0.5  # (m, [horizontal, vertical])
+            flips = torch.rand(n, 2, generator=generator) < 0.5  # (n, [horizontal, vertical])
             if self.crop is not None:
-                offsets = torch.randint(0, size - self.crop + 1, (m, 2), generator=generator)
+                offsets = torch.randint(0, size - self.crop + 1, (n, 2), generator=generator)
+        if self.shard[1] > 1:  # this rank's positions, batch after batch
+            slices = self._slices()
+            mine = torch.cat([torch.arange(a, b) for a, b in slices]) if slices else order[:0]
+            order, flips, offsets = (
+                None if t is None else t[mine] for t in (order, flips, offsets)
+            )
         to = lambda t: None if t is None else t.to(self.device)  # noqa: E731
         return to(order), to(flips), to(offsets)
 
@@ -795,19 +832,20 @@ class DeviceLoader:
         epoch = self.epoch
         self.epoch += 1
         order, flips, offsets = self._plan(epoch)
-        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        for start in range(0, stop, self.batch_size):
-            index = order[start : start + self.batch_size]
+        stop = 0
+        for first, last in self._slices():
+            start, stop = stop, stop + last - first  # this rank's batch within `order`
+            index = order[start:stop]
             x = self.images.index_select(0, index)  # (B, 3, S, S) uint8
             if self.crop is not None:
                 if offsets is not None:
-                    x = _crop_each(x, offsets[start : start + self.batch_size], self.crop)
+                    x = _crop_each(x, offsets[start:stop], self.crop)
                 else:  # centre crop, placed as torchvision's CenterCrop places it
                     top = int(round((x.shape[-2] - self.crop) / 2.0))
                     left = int(round((x.shape[-1] - self.crop) / 2.0))
                     x = x[:, :, top : top + self.crop, left : left + self.crop]
             if flips is not None:
-                f = flips[start : start + self.batch_size]
+                f = flips[start:stop]
                 x = torch.where(f[:, 0].view(-1, 1, 1, 1), x.flip(3), x)  # horizontal
                 x = torch.where(f[:, 1].view(-1, 1, 1, 1), x.flip(2), x)  # vertical
             # The same arithmetic as ToTensor + Normalize, so both paths agree.

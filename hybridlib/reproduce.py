@@ -4,6 +4,7 @@
     python -m hybridlib reproduce --table paper-a --epochs 1 --datasets digits   # a quick check
     python -m hybridlib reproduce --table paper-b --seeds 5
     python -m hybridlib reproduce --table paper-a --shard 0/4 --out /shared/grid  # 1 of 4 machines
+    python -m hybridlib reproduce --table paper-a --jobs 4 --step-mode auto  # 4 runs at once
 
 The grid directory (default `$HYBRIDLIB_RUNS/<table>[-<recipe>][-e<epochs>]...`) gets
 one run directory per run, named `<dataset>-<model>-s<seed>`, and then:
@@ -16,8 +17,15 @@ Finished runs are skipped and interrupted ones resumed from their last
 checkpoint, so running the same command again continues an interrupted grid.
 Runs are ordered seed by seed, so a grid stopped half-way already has one seed
 of every cell. `--shard i/n` runs every n-th run starting at i; shards writing
-to one shared directory together make the whole grid, and `results DIR`
-merges them.
+to one shared directory together make the whole grid: each shard rewrites the
+tables from every finished run in it when it ends (one at a time, under a lock),
+so the last one to finish leaves the whole grid's tables. Shards on machines
+without a shared disk write to their own directories, and
+`results DIR1 DIR2 ... --table paper-a --out MERGED` merges them.
+
+Under torchrun (`torchrun --nproc_per_node=N -m hybridlib reproduce ...`) all N
+processes train each run of the grid together; rank 0 decides what is left to
+do and writes the tables.
 
 Settings (the papers'): paper A trains every model with batch 16, lr 1e-4 and 30
 epochs, validating every 5. Paper B gives batch 128 but neither its learning
@@ -155,41 +163,78 @@ def _status(config: RunConfig) -> str:
     return "resume"
 
 
-def run_grid(configs: Sequence[RunConfig], *, shard: tuple[int, int] = (0, 1)) -> dict[str, list]:
+def run_grid(
+    configs: Sequence[RunConfig], *, shard: tuple[int, int] = (0, 1), jobs: int = 1
+) -> dict[str, list]:
     """Train the runs of `configs` in this shard, skipping finished ones.
 
+    Args:
+        configs: the grid's runs (`grid_configs`).
+        shard: (i, n): train every n-th run starting at i.
+        jobs: runs trained at once, each in its own process (`hybridlib.fast.
+            map_in_processes`): on CUDA they share the GPU, on the CPU they split the
+            cores. Every run seeds itself from its config, so its results are those of
+            the run trained alone (on the CPU: alone with the same number of threads,
+            since a sum over more threads is rounded in another order).
     Returns:
         {"trained": [...], "skipped": [...], "diverged": [...]} lists of run directories
         (diverged: (run directory, message)).
     """
-    from hybridlib.train import DivergedError, run_training
+    from hybridlib import distributed, fast
 
     index, count = shard
     mine = list(configs)[index::count]
-    statuses = [_status(config) for config in mine]  # refuse a mixed-up grid before training
+    # refuse a mixed-up grid before training; under torchrun rank 0 decides for all
+    statuses = distributed.on_main(lambda: [_status(config) for config in mine])
+    say = distributed.is_main()
     done: dict[str, list] = {"trained": [], "skipped": [], "diverged": []}
+    todo = []
     for i, (config, status) in enumerate(zip(mine, statuses, strict=True), start=1):
         label = f"[{i}/{len(mine)}] {config.model} on {config.dataset}, seed {config.seed}"
         if status == "complete":
             done["skipped"].append(config.out)
-            print(f"{label}: done already", file=sys.stderr)
+            if say:
+                print(f"{label}: done already", file=sys.stderr)
             continue
         if status == "diverged":
             done["diverged"].append((config.out, "diverged in an earlier attempt"))
-            print(
-                f"{label}: diverged in an earlier attempt; delete {config.out} to retry",
-                file=sys.stderr,
-            )
+            if say:
+                print(
+                    f"{label}: diverged in an earlier attempt; delete {config.out} to retry",
+                    file=sys.stderr,
+                )
             continue
-        print(f"{label}{': resuming' if status == 'resume' else ''}", file=sys.stderr, flush=True)
-        try:
-            run_training(config, resume=status == "resume")
-        except DivergedError as error:
-            done["diverged"].append((config.out, str(error)))
-            print(f"{label}: {error}", file=sys.stderr)
-            continue
-        done["trained"].append(config.out)
+        todo.append((label, config, status == "resume"))
+    if jobs > 1 and len(todo) > 1 and not distributed.active():
+        # one progress line per run instead of N interleaved progress bars
+        todo = [(label, config.replace(progress=False), resume) for label, config, resume in todo]
+        results = fast.map_in_processes(_train_one, todo, jobs=jobs)
+    else:
+        results = [_train_one(item) for item in todo]
+    for run_dir, message in results:
+        if message is None:
+            done["trained"].append(run_dir)
+        else:
+            done["diverged"].append((run_dir, message))
     return done
+
+
+def _train_one(item: tuple[str, RunConfig, bool]) -> tuple[str, str | None]:
+    """Train one run of a grid: (run directory, None), or (run directory, why it diverged)."""
+    from hybridlib import distributed
+    from hybridlib.train import DivergedError, run_training
+
+    label, config, resume = item
+    if distributed.is_main():
+        print(f"{label}{': resuming' if resume else ''}", file=sys.stderr, flush=True)
+    try:
+        run_training(config, resume=resume)
+    except DivergedError as error:
+        print(f"{label}: {error}", file=sys.stderr)
+        return config.out, str(error)
+    if not config.progress:
+        print(f"{label}: finished", file=sys.stderr, flush=True)
+    return config.out, None
 
 
 def write_figures(grid_dir: str | Path, table: str) -> list[Path]:
@@ -260,11 +305,15 @@ def _command(args) -> str:
         parts.append(f"--limit {args.limit}")
     if args.shard != (0, 1):
         parts.append(f"--shard {args.shard[0]}/{args.shard[1]}")
-    for flag in ("deterministic", "no_augment", "no_amp", "cpu_bf16"):
+    for flag in ("deterministic", "no_augment", "no_amp", "cpu_bf16", "per_rank_batch"):
         if getattr(args, flag, False):
             parts.append("--" + flag.replace("_", "-"))
     if args.device != "auto":
         parts.append(f"--device {args.device}")
+    if getattr(args, "step_mode", "eager") != "eager":
+        parts.append(f"--step-mode {args.step_mode}")
+    if getattr(args, "jobs", 1) > 1:
+        parts.append(f"--jobs {args.jobs}")
     return " ".join(parts)
 
 
@@ -293,6 +342,8 @@ def cli_reproduce(args) -> int:
         "augment": not args.no_augment,
         "amp": not args.no_amp,
         "cpu_bf16": args.cpu_bf16,
+        "per_rank_batch": args.per_rank_batch,
+        "step_mode": getattr(args, "step_mode", "eager"),
     }
     configs = grid_configs(
         args.table,
@@ -305,16 +356,27 @@ def cli_reproduce(args) -> int:
         out=grid_dir,
         **settings,
     )
-    for config in configs:  # a grid folder holding runs with other settings: stop now
-        _status(config)
-    if args.jobs > 1:
+    from hybridlib import distributed
+
+    distributed.setup(args.device)  # under torchrun: every run is trained by all ranks
+    # a grid folder holding runs with other settings: stop now
+    distributed.on_main(lambda: [_status(config) for config in configs])
+    if args.jobs > 1 and distributed.active() and distributed.is_main():
         print(
-            "hybridlib reproduce: note: runs are trained one at a time (--jobs is 1 for now)",
+            "hybridlib reproduce: note: under torchrun all processes train each run "
+            "together; --jobs is ignored",
             file=sys.stderr,
         )
     shard_note = f", shard {args.shard[0]}/{args.shard[1]}" if args.shard != (0, 1) else ""
-    print(f"hybridlib reproduce: {len(configs)} runs{shard_note} into {grid_dir}", file=sys.stderr)
-    done = run_grid(configs, shard=args.shard)
+    if distributed.is_main():
+        print(
+            f"hybridlib reproduce: {len(configs)} runs{shard_note} into {grid_dir}",
+            file=sys.stderr,
+        )
+    with distributed.peer_errors("the grid"):
+        done = run_grid(configs, shard=args.shard, jobs=args.jobs)
+    if not distributed.is_main():  # rank 0 writes the tables
+        return 0
     if not find_run_dirs(grid_dir):
         raise HybridError(f"no finished runs in {grid_dir} to make a table from")
     paths = write_tables(grid_dir, grid_dir, args.table, command=_command(args))

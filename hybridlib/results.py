@@ -1,6 +1,7 @@
 """Results tables: run directories -> the papers' tables, with the papers' numbers beside ours.
 
     python -m hybridlib results RUNS_OR_GRID_DIRS... [--table paper-a|paper-b|runs] [--markdown]
+    python -m hybridlib results SHARD_DIR1 SHARD_DIR2 --table paper-a --out MERGED
 
     from hybridlib import results
     runs = results.read_runs(["~/hybridlib/runs/paper-a"])
@@ -14,10 +15,15 @@ With several seeds per cell we report mean +- standard deviation (sample std,
 n - 1) and the number of seeds, and for every pair of models a paper compares,
 Welch's t-test (unequal variances) says whether our difference is larger than
 the seed-to-seed noise.
+
+Any number of run and grid directories merge into one table: the shards of a grid
+(`reproduce --shard i/n`), in one shared directory or in one directory per machine,
+give the same table as the whole grid run in one place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -417,9 +423,15 @@ def write_tables(
          "runs_csv": ..., "provenance": ...}
     """
     spec = _table_spec(table)
-    runs = read_runs(runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Grid shards sharing `out` write one at a time, each from the runs finished when it
+    # holds the lock, so the last writer's tables include every finished run.
+    with _locked(out / ".tables.lock"):
+        return _write_tables(spec, read_runs(runs), out, table, command)
+
+
+def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> dict[str, Path]:
     prefix = table.replace("-", "_")
     long = paper_table(runs, table)
     tests = compare_pairs(runs, table)
@@ -432,22 +444,47 @@ def write_tables(
         "runs_csv": out / "runs.csv",
         "provenance": out / f"{prefix}_provenance.json",
     }
-    long.to_csv(paths["table_csv"], float_format="%.4f")
-    tests.to_csv(paths["tests_csv"], index=False, float_format="%.6g")
-    runs.to_csv(paths["runs_csv"], index=False)
+    _write_atomic(paths["table_csv"], long.to_csv(float_format="%.4f"))
+    _write_atomic(paths["tests_csv"], tests.to_csv(index=False, float_format="%.6g"))
+    _write_atomic(paths["runs_csv"], runs.to_csv(index=False))
     header = _provenance_text(stamp)
-    paths["table_md"].write_text(
+    _write_atomic(
+        paths["table_md"],
         f"# {spec['title']}\n\n{header}\n"
         + to_markdown(wide_table(long))
-        + "\nOurs: mean ± sample standard deviation over n seeds; diff = ours - paper.\n"
+        + "\nOurs: mean ± sample standard deviation over n seeds; diff = ours - paper.\n",
     )
-    paths["tests_md"].write_text(
+    _write_atomic(
+        paths["tests_md"],
         f"# {spec['title']}: are the differences larger than seed noise?\n\n{header}\n"
         "Welch's t-test (two-sided, unequal variances) on the per-seed test accuracies; "
-        "diff = a - b in points.\n\n" + to_markdown(tests, index=False)
+        "diff = a - b in points.\n\n" + to_markdown(tests, index=False),
     )
-    paths["provenance"].write_text(json.dumps(stamp, indent=2) + "\n")
+    _write_atomic(paths["provenance"], json.dumps(stamp, indent=2) + "\n")
     return paths
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers (and other shards) see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` for the block (POSIX `flock`; none on Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: shards there should write to their own folders
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _provenance_text(stamp: dict[str, Any]) -> str:
@@ -472,12 +509,17 @@ def cli_results(args) -> int:
             f"no run directories found in {' '.join(args.run_dirs)}; pass folders "
             "written by `train` or `reproduce`"
         )
+    if args.table == "runs" and getattr(args, "out", None):
+        raise HybridError("--out writes a paper's tables: add --table paper-a or --table paper-b")
     if args.table == "runs":
         frame = runs.drop(columns=["run_dir", "torch", "git_commit"]).copy()
         for column in ("train_acc", "val_acc", "test_acc"):
             frame[column] = frame[column].astype(float) * 100.0
         _print(frame, args.markdown, index=False)
         return 0
+    if getattr(args, "out", None):
+        paths = write_tables(runs, args.out, args.table)
+        print(f"wrote {paths['table_md']} and {paths['tests_md']} from {len(runs)} runs")
     long = paper_table(runs, args.table)
     print(TABLES[args.table]["title"])
     _print(wide_table(long), args.markdown)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hybridlib import runtime
+from hybridlib import distributed, fast, runtime
 from hybridlib.config import RUNTIME_FIELDS, RunConfig
 from hybridlib.errors import HybridError
 from hybridlib.metrics import ConfusionMatrix, confusion_frame, per_class
@@ -311,6 +311,7 @@ def train_one_epoch(
     stop=None,
     progress: bool = True,
     sync_every: int | None = None,
+    step_fn=None,
 ) -> EpochResult:
     """Train for one pass over `loader`.
 
@@ -328,9 +329,22 @@ def train_one_epoch(
         stop: an object with `is_set()` (e.g. `threading.Event`), checked after every
             step; when set, the epoch ends after the current step.
         progress: show a tqdm progress bar.
+        step_fn: a training step `step_fn(x, y) -> (loss, correct)` from
+            `hybridlib.fast.make_train_step` (e.g. a CUDA-graph step, built once per run);
+            default: the eager `train_step` with the arguments above.
     Returns:
         An `EpochResult` (mean loss, accuracy 0..1, images, steps, seconds, stopped).
     """
+    if step_fn is None:
+        step_fn = fast.make_train_step(
+            model,
+            optimizer,
+            device=device,
+            amp=amp,
+            cpu_bf16=cpu_bf16,
+            label_smoothing=label_smoothing,
+            scheduler=scheduler,
+        )
     model.train()
     steps = len(loader)
     sync_every = sync_every or (1 if device.type == "cpu" else 25)
@@ -344,17 +358,7 @@ def train_one_epoch(
     bar = _bar(total=steps, desc=label, unit="step", progress=progress)
     start = time.perf_counter()
     for step, (x, y) in enumerate(loader, start=1):
-        loss, right = train_step(
-            model,
-            optimizer,
-            x,
-            y,
-            device=device,
-            amp=amp,
-            cpu_bf16=cpu_bf16,
-            label_smoothing=label_smoothing,
-            scheduler=scheduler,
-        )
+        loss, right = step_fn(x, y)
         batch = y.shape[0]
         loss_sum += loss.float() * batch
         correct += right
@@ -567,36 +571,58 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    # Under torchrun: DistributedDataParallel; `model` itself is evaluated and saved.
+    train_model = distributed.wrap_model(model, device)
     crop = input_crop(model, bundle.image_size)
     train_loader = bundle.loader(
         "train",
-        config.batch_size,
+        distributed.per_rank_batch(config.batch_size, config.per_rank_batch),
         device=device,
         augment=config.augment,
         crop=crop,
         seed=config.seed,
+        shard=distributed.shard(),
         channels_last=channels_last,
     )
     val_loader = bundle.loader(
-        "val", config.eval_batch_size, device=device, crop=crop, channels_last=channels_last
+        "val",
+        config.eval_batch_size,
+        device=device,
+        crop=crop,
+        shard=distributed.shard(),
+        channels_last=channels_last,
     )
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(train_loader) * config.epochs)
     history = History()
     first_epoch = 1
     checkpoint = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
-    if resume and checkpoint is not None and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, device)
+    state = _resume_state(checkpoint, device) if resume and checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
         history = History(state["history"])
         first_epoch = state["epoch"] + 1
-        runtime.set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")  # every rank's, from a run under torchrun
+        own = ranks is not None and len(ranks) == distributed.world_size()
+        runtime.set_rng_state(ranks[distributed.rank()] if own else state["rng"])
     else:
         # Dropout and anything else random in training start from the run's seed.
-        runtime.seed_everything(config.seed)
+        runtime.seed_everything(distributed.rank_seed(config.seed))
+    # Built once per run: a graph step captures at its first batch and replays after.
+    step_fn = fast.make_train_step(
+        train_model,
+        optimizer,
+        device=device,
+        amp=config.amp,
+        cpu_bf16=config.cpu_bf16,
+        label_smoothing=config.label_smoothing,
+        scheduler=scheduler,
+        # DDP's gradient all-reduce runs outside any CUDA graph: eager steps under torchrun
+        mode="eager" if distributed.active() else config.step_mode,
+    )
 
     _emit(
         callback,
@@ -611,10 +637,10 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
     for epoch in range(first_epoch, config.epochs + 1):
         start = time.perf_counter()
         train_loader.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = float(optimizer.param_groups[0]["lr"])  # a tensor in a graph step with a schedule
         try:
             result = train_one_epoch(
-                model,
+                train_model,
                 train_loader,
                 optimizer,
                 device=device,
@@ -627,6 +653,7 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
                 callback=callback,
                 stop=stop,
                 progress=config.progress,
+                step_fn=step_fn,
             )
         except DivergedError as error:
             if checkpoint is not None:
@@ -641,6 +668,8 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
         if result.stopped and result.steps < len(train_loader):
             history.stopped_at = (epoch, result.steps)
             break
+        result = distributed.reduce_epoch(result)  # over all ranks' images
+        distributed.sync_buffers(model)  # every rank evaluates rank 0's batch-norm statistics
         row = {
             "epoch": epoch,
             "train_loss": result.loss,
@@ -658,10 +687,12 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
                 desc="validate",
                 progress=config.progress,
             )
+            val = distributed.reduce_eval(val, val_loader)
             row.update(val_loss=val.loss, val_acc=val.accuracy)
         row["time_s"] = time.perf_counter() - start
         history.append(row)
-        if run_dir is not None:
+        rng_ranks = distributed.gather_object(runtime.get_rng_state())  # None alone
+        if run_dir is not None and distributed.is_main():
             save_checkpoint(
                 checkpoint,
                 {
@@ -672,6 +703,7 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "history": history.to_records(),
                     "rng": runtime.get_rng_state(),
+                    **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
                     "config": config.to_dict(),
                 },
             )
@@ -689,6 +721,15 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
 def _emit(callback: Callback | None, event: dict[str, Any]) -> None:
     if callback is not None:
         callback(event)
+
+
+def _resume_state(checkpoint: Path, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None; under torchrun rank 0 reads it for all."""
+    if not distributed.active():
+        return load_checkpoint(checkpoint, device) if checkpoint.is_file() else None
+    return distributed.on_main(
+        lambda: load_checkpoint(checkpoint, "cpu") if checkpoint.is_file() else None
+    )
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
@@ -841,9 +882,13 @@ def run_training(
         The run directory.
     """
     wall_start = time.perf_counter()
-    run_dir, config = _prepare_run_dir(config, resume)
-    device = runtime.resolve_device(config.device)
-    runtime.set_threads(device)
+    device = distributed.setup(config.device)  # joins torchrun's process group, if any
+    # Rank 0 alone chooses and writes the run directory; every rank gets its name.
+    resume = distributed.broadcast_object(resume)
+    run_dir, config = distributed.on_main(_prepare_run_dir, config, resume)
+    if not distributed.is_main():
+        config = config.replace(progress=False)  # one progress display: rank 0's
+    runtime.set_threads(device, distributed.threads())
     runtime.seed_everything(config.seed)  # model weights come from the seed
     bundle = _load_bundle(config)
     model = _build_model(config, bundle.num_classes)
@@ -853,7 +898,7 @@ def run_training(
             f"hybridlib: {config.model} on {config.dataset} "
             f"({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} images), "
             f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}, "
-            f"device {runtime.describe_device(device)}\n"
+            f"device {runtime.describe_device(device)}{distributed.describe()}\n"
             f"hybridlib: run directory {run_dir}",
             file=sys.stderr,
             flush=True,
@@ -894,6 +939,7 @@ def run_training(
         wall_time_s=time.perf_counter() - wall_start,
         **base,
     )
+    distributed.barrier()  # the run directory is complete when any rank returns
     if config.progress:
         print(
             f"hybridlib: test accuracy {test.accuracy:.2%} on {test.num_samples:,} images; "
@@ -910,10 +956,11 @@ def _test_split(model, bundle, config: RunConfig, device: torch.device) -> EvalR
         config.eval_batch_size,
         device=device,
         crop=input_crop(model, bundle.image_size),
+        shard=distributed.shard(),
         channels_last=channels_last,
     )
     with runtime.deterministic(config.deterministic):
-        return evaluate(
+        result = evaluate(
             model,
             loader,
             device=device,
@@ -925,9 +972,12 @@ def _test_split(model, bundle, config: RunConfig, device: torch.device) -> EvalR
             desc="test",
             progress=config.progress,
         )
+    return distributed.reduce_eval(result, loader)  # every image once, over all ranks
 
 
 def _write_test_files(run_dir: Path, test: EvalResult) -> None:
+    if not distributed.is_main():
+        return
     _write_text_atomic(run_dir / PREDICTIONS_FILE, test.predictions.to_csv(index=False))
     _write_text_atomic(run_dir / CONFUSION_FILE, test.confusion_frame().to_csv())
     _write_text_atomic(run_dir / PER_CLASS_FILE, test.per_class().to_csv())
@@ -946,6 +996,8 @@ def _write_summary(
     message: str | None = None,
     wall_time_s: float | None = None,
 ) -> None:
+    if not distributed.is_main():  # rank 0 writes for all
+        return
     if history is None:  # after an exception: the epochs saved so far
         metrics = run_dir / METRICS_FILE
         history = History.from_frame(pd.read_csv(metrics)) if metrics.is_file() else History()
@@ -967,6 +1019,9 @@ def _write_summary(
         "epochs_done": len(history),
         "stopped_at": list(history.stopped_at) if history.stopped_at else None,
         "batch_size": config.batch_size,
+        "ranks": distributed.world_size(),
+        "global_batch_size": config.batch_size
+        * (distributed.world_size() if config.per_rank_batch else 1),
         "lr": config.lr,
         "train_loss": last.get("train_loss"),
         "train_acc": last.get("train_acc"),
@@ -1081,6 +1136,8 @@ _ARG_FIELDS = {
     "limit": "limit",
     "deterministic": "deterministic",
     "cpu_bf16": "cpu_bf16",
+    "per_rank_batch": "per_rank_batch",
+    "step_mode": "step_mode",
     "out": "out",
 }
 
@@ -1117,7 +1174,10 @@ def cli_train(args) -> int:
     if resume and not args.out:
         raise HybridError("--resume needs --out RUN_DIR: the run directory to continue")
     config = config_from_args(args)
-    run_dir = run_training(config, resume=resume)
+    with distributed.peer_errors(run_dir=config.out):
+        run_dir = run_training(config, resume=resume)
+    if not distributed.is_main():  # rank 0 reports for all
+        return 0
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     print(
         f"{summary['model']} on {summary['dataset']}: test accuracy {summary['test_acc']:.2%} "

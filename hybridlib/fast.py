@@ -1,0 +1,459 @@
+"""Fast training steps: the eager step and a CUDA-graph step with the same signature.
+
+    from hybridlib.fast import make_train_step
+    step = make_train_step(model, optimizer, device=device, mode="auto")
+    for x, y in loader:                 # a DeviceLoader: batches already on the device
+        loss, correct = step(x, y)      # tensors on the device; nothing waits for the GPU
+
+`mode` chooses how a step runs:
+
+- "eager": forward, loss, backward and `optimizer.step()` op by op, exactly as
+  `hybridlib.train.train_step` (the same numerics on every device).
+- "graph": the whole step captured once in a CUDA graph and replayed for every batch.
+  At batch 16 (paper A) a GPU step is a few hundred tiny kernels, and launching them
+  one by one from Python costs far more than running them; a replay launches them
+  all at once. Needs CUDA, Adam or AdamW (made `capturable`, so the optimiser's step
+  counter lives on the GPU) and a fixed batch shape: a batch of another shape (the
+  epoch's last, partial one) takes an eager step instead. bf16 autocast needs no
+  gradient scaler. Where capture is not possible the step falls back to eager and
+  prints why (`step.reason`).
+- "auto": "graph" on CUDA, "eager" elsewhere.
+
+On the CPU the fast settings are data-side and layout-side, not in the step:
+in-memory batches (`DataBundle.loader`), one intra-op thread per available core
+(`runtime.set_threads`), no DataLoader workers, channels-last layout where it
+measures faster, and bf16 autocast only as an opt-in (`cpu_bf16=True`), since it
+changes the numerics. `cpu_optimizer(optimizer)` switches Adam's CPU update to the
+multi-tensor ("foreach") kernels, which give bit-identical results.
+
+Several runs at once: `map_in_processes(function, items, jobs=N)` runs independent
+runs in N worker processes (they share one GPU, or split the CPU cores between
+them); `hybridlib.reproduce` uses it for `--jobs N`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+from hybridlib import runtime
+from hybridlib.config import STEP_MODES
+from hybridlib.errors import HybridError, choices_error
+
+__all__ = [
+    "STEP_MODES",
+    "EagerStep",
+    "GraphStep",
+    "cpu_optimizer",
+    "make_train_step",
+    "map_in_processes",
+]
+
+GRAPH_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)  # have `capturable=True`
+
+
+def _say(message: str) -> None:
+    print(f"hybridlib: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# The eager step
+# ---------------------------------------------------------------------------
+
+
+class EagerStep:
+    """One optimiser step per call, op by op: `step(x, y) -> (loss, correct)`.
+
+    The same code as `hybridlib.train.train_step`, so the same numbers. Both results
+    are tensors on the device (the batch's mean loss and its count of correct
+    predictions); reading them is left to the caller, every few steps.
+    """
+
+    mode = "eager"
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        *,
+        device: torch.device,
+        amp: bool = True,
+        cpu_bf16: bool = False,
+        label_smoothing: float = 0.0,
+        scheduler=None,
+        reason: str | None = None,
+    ):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.device, self.amp, self.cpu_bf16 = torch.device(device), amp, cpu_bf16
+        self.label_smoothing = label_smoothing
+        self.reason = reason  # why this is not a graph step (None if not asked for one)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from hybridlib.train import train_step  # train imports this module
+
+        return train_step(
+            self.model,
+            self.optimizer,
+            x,
+            y,
+            device=self.device,
+            amp=self.amp,
+            cpu_bf16=self.cpu_bf16,
+            label_smoothing=self.label_smoothing,
+            scheduler=self.scheduler,
+        )
+
+
+# ---------------------------------------------------------------------------
+# The CUDA-graph step
+# ---------------------------------------------------------------------------
+
+
+class GraphStep:
+    """The whole training step captured in a CUDA graph: `step(x, y) -> (loss, correct)`.
+
+    The first call captures: it copies the batch into static input buffers, runs a
+    few warm-up steps on a side stream (cuDNN / cuBLAS pick their kernels and the
+    optimiser creates its state), records one step into a `torch.cuda.CUDAGraph`,
+    and then puts the weights and the optimiser state back as they were before the
+    warm-up, so the run's trajectory is the eager one. Every call copies the batch
+    into the static buffers and replays the graph; it returns copies of the graph's
+    loss and correct count (the next replay overwrites the originals).
+
+    A batch of another shape than the captured one (the epoch's last, partial batch)
+    gets an eager step on the same weights and optimiser. If capture fails, the
+    weights and the optimiser are restored, `reason` says why, and every later call
+    is eager.
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        *,
+        device: torch.device,
+        amp: bool = True,
+        label_smoothing: float = 0.0,
+        scheduler=None,
+        warmup: int = 3,
+    ):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.device, self.amp, self.warmup = torch.device(device), amp, max(1, warmup)
+        self.label_smoothing = label_smoothing
+        self.eager = EagerStep(
+            model,
+            optimizer,
+            device=device,
+            amp=amp,
+            label_smoothing=label_smoothing,
+            scheduler=scheduler,
+        )
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.reason: str | None = None  # set when capture failed: every step is eager
+        self._lr: list = []  # each param group's lr as the graph reads it
+        self._told_shape = False
+
+    @property
+    def mode(self) -> str:
+        return "eager" if self.reason else "graph"
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.reason is None and self.graph is None:
+            self._capture(x, y)
+        if self.graph is None:
+            return self._eager(x, y)
+        if x.shape != self.static_x.shape or y.shape != self.static_y.shape:
+            if not self._told_shape:
+                _say(
+                    f"graph step: a batch of {x.shape[0]} images, not the captured "
+                    f"{self.static_x.shape[0]}, takes an eager step (the epoch's last batch)"
+                )
+                self._told_shape = True
+            return self._eager(x, y)
+        self.static_x.copy_(x)  # same device: an asynchronous copy, no host sync
+        self.static_y.copy_(y)
+        self.graph.replay()
+        if self.scheduler is not None:  # outside the graph; writes the lr tensor in place
+            self.scheduler.step()
+            self._keep_lr_tensors()
+        return self.static_loss.clone(), self.static_correct.clone()
+
+    def _eager(self, x, y):
+        with warnings.catch_warnings():  # "capturable=True ... running without capture"
+            warnings.filterwarnings("ignore", message=".*capturable.*")
+            result = self.eager(x, y)
+        self._keep_lr_tensors()
+        return result
+
+    def _keep_lr_tensors(self) -> None:
+        """The graph reads each group's lr tensor; a scheduler that assigns a float instead
+        of writing into it (PyTorch's own write in place) gets its value copied in."""
+        if not self._lr:  # not captured yet
+            return
+        for group, lr in zip(self.optimizer.param_groups, self._lr, strict=True):
+            if torch.is_tensor(lr) and group["lr"] is not lr:
+                lr.fill_(float(group["lr"]))
+                group["lr"] = lr
+
+    def _step_body(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward, optimiser step on the static buffers (no host sync)."""
+        from hybridlib.train import training_loss
+
+        # Autocast's weight-cast cache must be off while capturing (PyTorch's CUDA
+        # graph notes); bf16 needs no gradient scaler.
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
+            output = self.model(self.static_x)
+            loss = training_loss(
+                self.model, output, self.static_x, self.static_y, self.label_smoothing
+            )
+        loss.backward()
+        self.optimizer.step()
+        correct = (self.model.logits(output).argmax(dim=1) == self.static_y).sum()
+        return loss.detach(), correct
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        _make_capturable(self.optimizer, self.device, tensor_lr=self.scheduler is not None)
+        self._lr = [group["lr"] for group in self.optimizer.param_groups]
+        snapshot = _Snapshot(self.model, self.optimizer)
+        try:
+            self.static_x = x.clone()  # keeps x's memory format (channels-last on CUDA)
+            self.static_y = y.clone()
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*capturable.*")
+                for _ in range(self.warmup):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._step_body()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # Gradients are allocated inside the capture, from the graph's memory pool,
+            # and written afresh by every replay.
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.cuda.graph(graph):
+                self.static_loss, self.static_correct = self._step_body()
+            snapshot.restore()
+            self.graph = graph
+        except HybridError:  # a wrong input shape etc.: the user's to fix
+            snapshot.restore()
+            raise
+        except Exception as error:  # noqa: BLE001 - any capture failure means: go eager
+            with contextlib.suppress(Exception):
+                torch.cuda.synchronize(self.device)
+            snapshot.restore()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.graph = None
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            self.reason = f"CUDA graph capture failed ({type(error).__name__}: {first_line})"
+            _say(f"{self.reason}; training with the eager step instead")
+
+
+class _Snapshot:
+    """Copies of the weights, buffers and optimiser state, to undo the warm-up steps.
+
+    `restore()` writes them back in place (the graph holds their addresses); optimiser
+    state created after the snapshot is zeroed, which is Adam's fresh state.
+    """
+
+    def __init__(self, model, optimizer):
+        self.optimizer = optimizer
+        self.tensors = [t for t in (*model.parameters(), *model.buffers())]
+        with torch.no_grad():
+            self.saved = [t.detach().clone() for t in self.tensors]
+            self.state = {
+                id(t): t.clone()
+                for state in optimizer.state.values()
+                for t in state.values()
+                if torch.is_tensor(t)
+            }
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for tensor, saved in zip(self.tensors, self.saved, strict=True):
+            tensor.copy_(saved)
+        for state in self.optimizer.state.values():
+            for value in state.values():
+                if torch.is_tensor(value):
+                    if id(value) in self.state:
+                        value.copy_(self.state[id(value)])
+                    else:
+                        value.zero_()
+
+
+def _make_capturable(optimizer, device: torch.device, *, tensor_lr: bool) -> None:
+    """Let Adam / AdamW run inside a CUDA graph: step counters on the GPU, no host reads.
+
+    With `tensor_lr` the learning rate becomes a GPU tensor too, so a scheduler's
+    in-place updates reach the captured graph (a float lr is fixed at capture).
+    """
+    if not isinstance(optimizer, GRAPH_OPTIMIZERS):
+        raise HybridError(
+            f"graph steps need Adam or AdamW (capturable), got {type(optimizer).__name__}"
+        )
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        if tensor_lr and not torch.is_tensor(group["lr"]):
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if torch.is_tensor(state.get("step")) and state["step"].device != p.device:
+                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
+
+
+def _make_uncapturable(optimizer) -> None:
+    """Undo `_make_capturable` for a CPU run (e.g. resuming a GPU run's checkpoint)."""
+    for group in optimizer.param_groups:
+        if not group.get("capturable"):
+            continue
+        group["capturable"] = False
+        if torch.is_tensor(group["lr"]):
+            group["lr"] = float(group["lr"])
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device="cpu", dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------
+# Choosing a step
+# ---------------------------------------------------------------------------
+
+
+def make_train_step(
+    model,
+    optimizer,
+    *,
+    device: torch.device | str,
+    amp: bool = True,
+    cpu_bf16: bool = False,
+    label_smoothing: float = 0.0,
+    scheduler=None,
+    mode: str = "eager",
+    warmup: int = 3,
+    quiet: bool = False,
+) -> EagerStep | GraphStep:
+    """A training step `step(x, y) -> (loss, correct)` for `model` and `optimizer`.
+
+    Args:
+        model: a `Classifier` already on `device` (and in its memory format).
+        optimizer: its optimiser; Adam / AdamW for graph steps.
+        device: the device the batches come on.
+        amp: bf16 autocast on CUDA. cpu_bf16: bf16 autocast on the CPU (opt-in).
+        label_smoothing: as `RunConfig.label_smoothing`.
+        scheduler: a per-step learning-rate scheduler, stepped after every step.
+        mode: "eager", "graph" or "auto" (graph on CUDA, eager elsewhere).
+        warmup: eager warm-up steps before capture (undone afterwards).
+        quiet: do not print why a graph step was not possible.
+    Returns:
+        An `EagerStep` or a `GraphStep`; `.mode` says which runs, `.reason` why a
+        requested graph step is eager.
+    """
+    if mode not in STEP_MODES:
+        raise choices_error("step mode", mode, STEP_MODES)
+    device = torch.device(device)
+    if mode == "auto":
+        mode = "graph" if device.type == "cuda" else "eager"
+    reason = None
+    if mode == "graph":
+        if device.type != "cuda" or not torch.cuda.is_available():
+            reason = f"graph steps need a CUDA device, this run is on {device.type}"
+        elif not isinstance(optimizer, GRAPH_OPTIMIZERS):
+            reason = f"graph steps need Adam or AdamW, the optimiser is {type(optimizer).__name__}"
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            reason = "graph steps are not used under torchrun (DDP's gradient all-reduce)"
+        if reason is None:
+            return GraphStep(
+                model,
+                optimizer,
+                device=device,
+                amp=amp,
+                label_smoothing=label_smoothing,
+                scheduler=scheduler,
+                warmup=warmup,
+            )
+        if not quiet:
+            _say(f"{reason}; using the eager step")
+    if device.type != "cuda":
+        _make_uncapturable(optimizer)
+    return EagerStep(
+        model,
+        optimizer,
+        device=device,
+        amp=amp,
+        cpu_bf16=cpu_bf16,
+        label_smoothing=label_smoothing,
+        scheduler=scheduler,
+        reason=reason,
+    )
+
+
+def cpu_optimizer(optimizer) -> torch.optim.Optimizer:
+    """Use the multi-tensor ("foreach") update for Adam / AdamW / SGD on the CPU.
+
+    PyTorch picks the per-parameter loop on the CPU; the foreach kernels do the same
+    arithmetic in fewer calls (bit-identical results, measured in tests/test_bench.py).
+    Returns the optimiser, changed in place.
+    """
+    for group in optimizer.param_groups:
+        if "foreach" in group and group["foreach"] is None and not group.get("fused"):
+            group["foreach"] = True
+    return optimizer
+
+
+# ---------------------------------------------------------------------------
+# Several runs at once
+# ---------------------------------------------------------------------------
+
+
+def _worker_init(cores: multiprocessing.Queue, threads: int) -> None:
+    """Pin this worker to its own share of the cores (Linux) and size its thread pool."""
+    share = cores.get()
+    if share and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, share)  # runtime.available_cores() then sees only these
+    torch.set_num_threads(threads)
+
+
+def map_in_processes(
+    function: Callable[[Any], Any], items: Iterable[Any], *, jobs: int
+) -> list[Any]:
+    """`[function(item) for item in items]`, in `jobs` worker processes at once.
+
+    Each worker gets an equal, disjoint share of this process's CPU cores (pinned on
+    Linux) and as many torch threads; on CUDA the workers share the GPU, each with its
+    own CUDA context and streams. Workers are started with "spawn" (safe with CUDA).
+    Every run seeds itself from its config, so results do not depend on which worker
+    ran it or on what ran beside it.
+
+    Args:
+        function: a picklable (module-level) function of one item.
+        items: picklable arguments.
+        jobs: worker processes (1: run here, one after another).
+    Returns:
+        The results in the order of `items`; the first exception is re-raised.
+    """
+    items = list(items)
+    if jobs <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    jobs = min(jobs, len(items))
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    per_job = max(1, len(cores) // jobs) if cores else max(1, runtime.available_cores() // jobs)
+    context = multiprocessing.get_context("spawn")
+    shares = context.Queue()
+    for j in range(jobs):
+        # with fewer cores than jobs, workers share cores round-robin
+        share = cores[j * per_job : (j + 1) * per_job] if len(cores) >= jobs else []
+        if cores and not share:
+            share = [cores[j % len(cores)]]
+        shares.put(share)
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(shares, per_job)
+    ) as pool:
+        return list(pool.map(function, items))
