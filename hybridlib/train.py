@@ -3,6 +3,7 @@
     python -m hybridlib train --model cnn_lstm_skip --dataset caltech101
     python -m hybridlib train --out RUN_DIR --resume        # continue an interrupted run
     python -m hybridlib evaluate RUN_DIR
+    torchrun --nproc_per_node=4 -m hybridlib train ...       # several GPUs: hybridlib.distributed
 
 or from Python / a notebook:
 
@@ -547,6 +548,11 @@ def fit(
     batches depend only on the seed and e, so the continued run repeats what the
     uninterrupted one would have done).
 
+    Under torchrun (after `distributed.setup`), every rank calls `fit`: the model is
+    trained through `DistributedDataParallel`, each rank takes its slice of every global
+    batch of `config.batch_size` images, metrics are summed over the ranks and only rank
+    0 writes to `run_dir`.
+
     Args:
         model: a `Classifier` (moved to the device here; trained in place).
         bundle: a `DataBundle` from `hybridlib.data.load_dataset`.
@@ -883,6 +889,8 @@ def run_training(
     """
     wall_start = time.perf_counter()
     device = distributed.setup(config.device)  # joins torchrun's process group, if any
+    if not resume:  # a global batch that does not split over the ranks: stop before writing
+        distributed.per_rank_batch(config.batch_size, config.per_rank_batch)
     # Rank 0 alone chooses and writes the run directory; every rank gets its name.
     resume = distributed.broadcast_object(resume)
     run_dir, config = distributed.on_main(_prepare_run_dir, config, resume)
