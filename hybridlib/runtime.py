@@ -108,8 +108,14 @@ def available_cores() -> int:
 
 
 def set_threads(device: torch.device, threads: int | None = None) -> int:
-    """On the CPU, use one intra-op thread per available core; returns the count."""
+    """On the CPU, use one intra-op thread per available core; returns the count.
+
+    `$HYBRIDLIB_THREADS` (or `$OMP_NUM_THREADS`) overrides the core count: on a
+    machine shared with other jobs, fewer threads than cores is often faster.
+    """
     if device.type == "cpu":
+        setting = os.environ.get("HYBRIDLIB_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        threads = threads or (int(setting) if setting and setting.isdigit() else 0)
         threads = threads or available_cores()
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
