@@ -17,16 +17,18 @@ In one process, on the same model, data and batch size, it times three ways to t
    `train_one_epoch`): the split held in memory on the device with on-device flips,
    bf16 autocast on CUDA, the loss read back every step on the CPU, every 25 on a GPU.
 3. fastest: on CUDA the CUDA-graph step of `hybridlib.fast` (channels-last, bf16);
-   on the CPU the fastest fp32 settings measured (channels-last layout,
-   multi-tensor Adam, reads every 25 steps; `--cpu-bf16` adds bf16 autocast).
+   on the CPU the fastest fp32 settings measured (channels-last layout, the loss
+   read every 25 steps; `--cpu-bf16` adds bf16 autocast, which changes numerics).
 
 Every path starts from the same seed and the same initial weights. Set-up (decoding,
-moving data, graph capture) and `--warmup` steps are excluded; then `--steps` steps
-are timed `--repeats` times and the median repeat is reported: images per second,
-milliseconds per step, peak memory (GPU: `torch.cuda.max_memory_allocated`; CPU: the
-process's peak resident set, reset between paths where Linux allows), and each
-path's speed relative to the plain loop. The table records the hardware, versions,
-command and seed; `--out DIR` also writes `bench-<model>-<dataset>-<device>.json/.md`.
+moving data, graph capture) and `--warmup` steps are excluded; then the paths take
+turns, `--steps` timed steps each, `--repeats` times (so a change in the load of a
+shared machine hits all three alike), and the median repeat is reported: images per
+second, milliseconds per step, peak memory during the path's set-up and warm-up (GPU:
+`torch.cuda.max_memory_allocated`; CPU: the process's peak resident set, reset
+between paths where Linux allows), and each path's speed relative to the plain loop.
+The table records the hardware, versions, command and seed; `--out DIR` also writes
+`bench-<model>-<dataset>-<device>.json/.md`.
 """
 
 from __future__ import annotations
@@ -172,7 +174,6 @@ def _epochs(
     step_mode,
     sync_every=None,
     cpu_bf16=False,
-    foreach=False,
 ):
     """`train_one_epoch` (what `fit` runs) over `steps` batches at a time; returns the runner."""
     from hybridlib import train
@@ -190,8 +191,6 @@ def _epochs(
         channels_last=channels_last,
     )
     optimizer = train.make_optimizer(model, config)
-    if foreach and device.type == "cpu":
-        fast.cpu_optimizer(optimizer)
     step_fn = fast.make_train_step(
         model, optimizer, device=device, amp=config.amp, cpu_bf16=cpu_bf16, mode=step_mode
     )
@@ -230,7 +229,7 @@ def _default(bundle, model, device, config, crop):
 
 
 def _fastest(bundle, model, device, config, crop, cpu_bf16: bool):
-    """Channels-last, a CUDA-graph step on CUDA (bf16), foreach Adam on the CPU, rare reads."""
+    """Channels-last, a CUDA-graph step on CUDA (bf16), loss read every 25 steps."""
     return _epochs(
         bundle,
         model,
@@ -241,7 +240,6 @@ def _fastest(bundle, model, device, config, crop, cpu_bf16: bool):
         step_mode="auto",
         sync_every=FAST_SYNC_EVERY,
         cpu_bf16=cpu_bf16,
-        foreach=True,
     )
 
 
@@ -250,19 +248,14 @@ def _fastest(bundle, model, device, config, crop, cpu_bf16: bool):
 # ---------------------------------------------------------------------------
 
 
-def _time(run: Callable[[int], int], device, *, steps: int, repeats: int, warmup: int):
-    """Warm up, then time `repeats` x `steps` steps; returns per-repeat (images/s, ms/step)."""
-    if warmup > 0:
-        run(warmup)
+def _time_once(run: Callable[[int], int], device, steps: int) -> tuple[float, float]:
+    """Time `steps` steps of one path: (images/s, ms/step)."""
     _sync(device)
-    results = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        images = run(steps)
-        _sync(device)
-        seconds = time.perf_counter() - start
-        results.append((images / seconds, 1000 * seconds / steps))
-    return results
+    start = time.perf_counter()
+    images = run(steps)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return images / seconds, 1000 * seconds / steps
 
 
 def _settings_text(path: str, device: torch.device, config, step_mode: str, cpu_bf16: bool):
@@ -282,9 +275,8 @@ def _settings_text(path: str, device: torch.device, config, step_mode: str, cpu_
             f"in-memory device loader, {layout}, {precision}, {step_mode} step, loss read {reads}"
         )
     precision = "bf16 autocast" if (cuda and config.amp) or (not cuda and cpu_bf16) else "fp32"
-    extra = "" if cuda else ", foreach Adam"
     return (
-        f"in-memory device loader, channels-last, {precision}, {step_mode} step{extra}, "
+        f"in-memory device loader, channels-last, {precision}, {step_mode} step, "
         f"loss read every {FAST_SYNC_EVERY} steps"
     )
 
@@ -362,7 +354,10 @@ def run_bench(
     bundle.tensors("train")  # decode (or read the cache) before any timing
     _ = bundle.mean  # the statistics the transforms need
 
-    rows: list[BenchRow] = []
+    # Set up and warm up the paths one by one (peak memory: set-up and warm-up of each,
+    # with only the earlier paths' small models still held), then time them in turns,
+    # repeat by repeat, so a change in the machine's load hits every path alike.
+    prepared = []
     for path in paths:
         runtime.seed_everything(seed)
         net = build_model(model, bundle.num_classes)
@@ -375,21 +370,29 @@ def run_bench(
             run, step = _default(bundle, net, torch_device, config, crop)
         else:
             run, step = _fastest(bundle, net, torch_device, config, crop, cpu_bf16)
-        timings = _time(run, torch_device, steps=steps, repeats=repeats, warmup=warmup)
+        if warmup > 0:
+            run(warmup)  # a graph step captures here
+        _sync(torch_device)
+        prepared.append((path, run, step, _peak_mib(torch_device)))
+    timings: dict[str, list[tuple[float, float]]] = {path: [] for path in paths}
+    for _ in range(repeats):
+        for path, run, _, _ in prepared:
+            timings[path].append(_time_once(run, torch_device, steps))
+    rows: list[BenchRow] = []
+    for path, _, step, peak in prepared:
         step_mode = "eager" if step is None else step.mode  # after capture, or its failure
         rows.append(
             BenchRow(
                 path=path,
                 label=LABELS[path],
                 settings=_settings_text(path, torch_device, config, step_mode, cpu_bf16),
-                images_per_s=statistics.median(t[0] for t in timings),
-                ms_per_step=statistics.median(t[1] for t in timings),
-                peak_mib=_peak_mib(torch_device),
-                repeats=[round(t[0], 2) for t in timings],
+                images_per_s=statistics.median(t[0] for t in timings[path]),
+                ms_per_step=statistics.median(t[1] for t in timings[path]),
+                peak_mib=peak,
+                repeats=[round(t[0], 2) for t in timings[path]],
                 step_mode=step_mode,
             )
         )
-        del net, run
     plain = next((r for r in rows if r.path == "plain"), None)
     for row in rows:
         if plain is not None:

