@@ -95,7 +95,7 @@ class RunConfig:
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, mps, cuda, cuda:N
     amp: bool = True  # bf16 autocast on CUDA (no effect elsewhere)
     cpu_bf16: bool = False  # bf16 autocast on the CPU too (opt-in: changes numerics)
-    channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA only
+    channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA and CPU
     step_mode: str = "eager"  # eager | graph: whole step in a CUDA graph | auto: graph on CUDA
     deterministic: bool = False  # deterministic kernels: bit-exact resume on CPU (slower)
     eval_batch_size: int = 256  # images per evaluation step; does not change the results
