@@ -844,7 +844,8 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
     return run_dir, config
 
 
-def _load_bundle(config: RunConfig):
+def load_bundle(config: RunConfig):
+    """The data set and splits a run config trains on (the same for train, evaluate, widgets)."""
     from hybridlib.data import load_dataset
 
     return load_dataset(
@@ -898,7 +899,7 @@ def run_training(
         config = config.replace(progress=False)  # one progress display: rank 0's
     runtime.set_threads(device, distributed.threads())
     runtime.seed_everything(config.seed)  # model weights come from the seed
-    bundle = _load_bundle(config)
+    bundle = load_bundle(config)
     model = _build_model(config, bundle.num_classes)
     if config.progress:
         sizes = bundle.sizes
@@ -1118,7 +1119,7 @@ def evaluate_run(
     torch_device = runtime.resolve_device(device)
     model, config = load_run_model(run_dir, torch_device)
     config = config.replace(data_root=data_root or config.data_root, device=device)
-    bundle = _load_bundle(config)
+    bundle = load_bundle(config)
     result = _test_split(model, bundle, config, torch_device)
     if write:
         _write_test_files(run_dir, result)

@@ -410,7 +410,7 @@ class Dashboard:
 
     # ---------------------------------------------------------------- the run
     def _bundle_for(self, config: RunConfig):
-        from hybridlib.data import load_dataset
+        from hybridlib.train import load_bundle
 
         key = (
             config.dataset,
@@ -422,15 +422,7 @@ class Dashboard:
         )
         if key != self._bundle_key:
             self.bundle, self._bundle_key = None, None  # free the old data first
-            self.bundle = load_dataset(
-                config.dataset,
-                config.data_root,
-                download=config.download,
-                seed=config.split_seed,
-                image_size=config.image_size,
-                num_classes=config.num_classes,
-                limit=config.limit,
-            )
+            self.bundle = load_bundle(config)
             self._bundle_key = key
         return self.bundle
 
