@@ -109,6 +109,8 @@ def run_course(
                 cwd=str(path.parent),
                 kernel_name=kernel_name,
                 progress_bar=False,
+                # The kernel's own start-up chatter (e.g. ipykernel's TCP notice) is noise here.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         except papermill.PapermillExecutionError as error:
             print("FAILED", flush=True)
