@@ -65,7 +65,25 @@ def _not_found(name: str, looked: Path, download_hint: str) -> HybridError:
     )
 
 
-class TinyImageNet(VisionDataset):
+class _ImageFiles(VisionDataset):
+    """A data set of `(path, target)` samples read from image files as RGB."""
+
+    samples: list[tuple[str, int]]
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        image = read_rgb(path)
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+class TinyImageNet(_ImageFiles):
     """Tiny ImageNet (200 classes of 64x64 images) in its original layout.
 
     Layout under `root`::
@@ -197,18 +215,6 @@ class TinyImageNet(VisionDataset):
                 )
         _extract_atomically(archive, root, self.base_folder, required=("wnids.txt", "train"))
 
-    def __getitem__(self, index: int):
-        path, target = self.samples[index]
-        image = read_rgb(path)
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def extra_repr(self) -> str:
         return f"Split: {self.split}\nClasses: {len(self.classes)} ({', '.join(self.wnids[:5])}...)"
 
@@ -275,7 +281,7 @@ def download_caltech101(root: str | os.PathLike) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-class CIFAR10Folder(VisionDataset):
+class CIFAR10Folder(_ImageFiles):
     """CIFAR-10 as an image folder: `cifar10-jpg/{train,test}/<class>/*.jpg`.
 
     The same 32x32 images as torchvision's `CIFAR10` (re-encoded as JPEG, which
@@ -309,18 +315,6 @@ class CIFAR10Folder(VisionDataset):
         self.classes, self.class_to_idx = find_classes(folder)
         self.samples = make_dataset(folder, self.class_to_idx, extensions=IMG_EXTENSIONS)
         self.targets = [t for _, t in self.samples]
-
-    def __getitem__(self, index: int):
-        path, target = self.samples[index]
-        image = read_rgb(path)
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def extra_repr(self) -> str:
         return f"Split: {self.split}"
