@@ -325,9 +325,8 @@ def run_bench(
         {"rows": [BenchRow as dict, ...], "environment": ..., "command": ..., "settings": ...}
     """
     from hybridlib.config import RunConfig
-    from hybridlib.data import load_dataset
     from hybridlib.models import build_model
-    from hybridlib.train import input_crop
+    from hybridlib.train import input_crop, load_bundle
 
     for path in paths:
         if path not in PATHS:
@@ -347,7 +346,7 @@ def run_bench(
         limit=limit,
         progress=False,
     )
-    bundle = load_dataset(dataset, data_root, seed=config.split_seed, limit=limit)
+    bundle = load_bundle(config)
     runtime.seed_everything(seed)
     initial = build_model(model, bundle.num_classes).state_dict()
     crop = input_crop(build_model(model, bundle.num_classes), bundle.image_size)

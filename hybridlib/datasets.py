@@ -65,14 +65,16 @@ def _not_found(name: str, looked: Path, download_hint: str) -> HybridError:
     )
 
 
-class _ImageFiles(VisionDataset):
-    """A data set of `(path, target)` samples read from image files as RGB."""
+class _Images(VisionDataset):
+    """torchvision's item protocol over `image(index)` and `targets`."""
 
-    samples: list[tuple[str, int]]
+    targets: list[int]
+
+    def image(self, index: int) -> Image.Image:
+        raise NotImplementedError
 
     def __getitem__(self, index: int):
-        path, target = self.samples[index]
-        image = read_rgb(path)
+        image, target = self.image(index), self.targets[index]
         if self.transform is not None:
             image = self.transform(image)
         if self.target_transform is not None:
@@ -80,7 +82,16 @@ class _ImageFiles(VisionDataset):
         return image, target
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.targets)
+
+
+class _ImageFiles(_Images):
+    """A data set of `(path, target)` samples read from image files as RGB."""
+
+    samples: list[tuple[str, int]]
+
+    def image(self, index: int) -> Image.Image:
+        return read_rgb(self.samples[index][0])
 
 
 class TinyImageNet(_ImageFiles):
@@ -320,7 +331,7 @@ class CIFAR10Folder(_ImageFiles):
         return f"Split: {self.split}"
 
 
-class Digits(VisionDataset):
+class Digits(_Images):
     """scikit-learn's handwritten digits (1,797 images of 8x8 gray levels 0..16).
 
     Embedded in scikit-learn, so it works with no network and no data root. The
@@ -347,14 +358,3 @@ class Digits(VisionDataset):
     def image(self, index: int) -> Image.Image:
         """The `index`-th digit as an 8x8 RGB PIL image."""
         return Image.fromarray(self.data[index]).convert("RGB")
-
-    def __getitem__(self, index: int):
-        image, target = self.image(index), self.targets[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
-
-    def __len__(self) -> int:
-        return len(self.targets)
