@@ -211,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the merged tables (CSV, markdown) into this folder (with --table "
         "paper-a or paper-b), e.g. from the grid shards of several machines",
     )
+    p.add_argument(
+        "--copy-runs",
+        action="store_true",
+        help="copy the finished runs (without checkpoints) into OUT/runs and make the "
+        "tables from the copies: a self-contained results folder to share or commit",
+    )
+    p.add_argument(
+        "--figures",
+        default=None,
+        help="also draw the loss curves per data set and a confusion matrix per cell "
+        "into this folder (with --table paper-a or paper-b)",
+    )
 
     p = sub.add_parser("bench", help="time the plain loop against hybridlib's training paths")
     p.add_argument("--model", default="cnn", help="(default: cnn)")

@@ -42,12 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from hybridlib.config import RunConfig
 from hybridlib.errors import HybridError
 from hybridlib.paths import runs_root
 from hybridlib.results import (
     LABELS,
     TABLES,
+    dataset_label,
     find_run_dirs,
     paper_table,
     read_runs,
@@ -238,19 +241,30 @@ def _train_one(item: tuple[str, RunConfig, bool]) -> tuple[str, str | None]:
     return config.out, None
 
 
-def write_figures(grid_dir: str | Path, table: str) -> list[Path]:
-    """Curves per data set and a confusion matrix per cell (first seed), into grid/figures."""
+def write_figures(runs, table: str, *, figures_dir: str | Path | None = None) -> list[Path]:
+    """Curves per data set and a confusion matrix per cell (first seed).
+
+    Args:
+        runs: a grid directory, run directories or a `read_runs` frame (one recipe).
+        table: "paper-a" or "paper-b" (the order of the models).
+        figures_dir: where the PNGs go (default: `<grid directory>/figures`).
+    """
     from hybridlib import plots
 
-    grid_dir = Path(grid_dir)
-    runs = read_runs(grid_dir)
+    if figures_dir is None:
+        if isinstance(runs, pd.DataFrame):
+            raise HybridError("write_figures needs figures_dir when given a runs table")
+        figures_dir = Path(runs) / "figures"
+    runs = read_runs(runs)
     runs = runs[runs["status"] == "complete"]
-    figures = grid_dir / "figures"
+    figures = Path(figures_dir)
     written: list[Path] = []
     models = [m for m in TABLES[table]["models"] if m in set(runs["model"])]
     models += [m for m in dict.fromkeys(runs["model"]) if m not in models]
     for dataset in dict.fromkeys(runs["dataset"]):
         cell_runs = runs[runs["dataset"] == dataset]
+        sizes = cell_runs["train_size"].dropna()
+        where = dataset_label(dataset, sizes.min() if len(sizes) else None)
         curves = {}
         for model in models:
             dirs = cell_runs[cell_runs["model"] == model].sort_values("seed")["run_dir"].tolist()
@@ -259,14 +273,14 @@ def write_figures(grid_dir: str | Path, table: str) -> list[Path]:
             curves[LABELS.get(model, model)] = dirs
             path = figures / f"confusion-{dataset}-{model}.png"
             seed = int(_seed_of(cell_runs, dirs[0]))
-            title = f"{LABELS.get(model, model)} on {LABELS.get(dataset, dataset)} (seed {seed})"
+            title = f"{LABELS.get(model, model)} on {where} (seed {seed})"
             plots.plot_confusion(dirs[0], title=title, save=path)
             written.append(path)
         if curves:
             path = figures / f"curves-{dataset}.png"
             n = max(len(d) for d in curves.values())
             suffix = f", mean ± sd over {n} seeds" if n > 1 else ""
-            plots.plot_curves(curves, title=f"{LABELS.get(dataset, dataset)}{suffix}", save=path)
+            plots.plot_curves(curves, title=f"{where}{suffix}", save=path)
             written.append(path)
     return written
 

@@ -45,6 +45,9 @@ __all__ = [
     "TABLES",
     "cli_results",
     "compare_pairs",
+    "compare_recipes",
+    "copy_runs",
+    "dataset_label",
     "find_run_dirs",
     "paper_table",
     "read_runs",
@@ -68,6 +71,10 @@ PAPER_B = {
     "row_lstm": {"cifar10": 47.0},
     "yu_conv_lstm": {"cifar10": 78.0},
 }
+
+# Training-split sizes of the papers' experiments; a run on fewer images is a subset
+# and its table column says so.
+PAPER_TRAIN_SIZES = {"cifar10": 45_000, "caltech101": 2_432, "tiny-imagenet": 1_800}
 
 LABELS = {
     "cnn": "CNN",
@@ -130,6 +137,7 @@ RUN_COLUMNS = (
     "val_acc",
     "test_acc",
     "test_size",
+    "train_size",
     "train_time_s",
     "images_per_s",
     "device",
@@ -188,6 +196,7 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
     row["run_dir"] = str(run_dir)
     row["status"] = summary.get("status", "incomplete")
     row["limit"] = config.get("limit")
+    row["train_size"] = (summary.get("sizes") or {}).get("train")
     return row
 
 
@@ -219,7 +228,8 @@ def paper_table(
         A DataFrame indexed by (model, dataset) (and recipe first, if runs of several
         recipes are mixed) with columns n_seeds, mean, std, min, max (test accuracy in
         %), paper (the paper's %, NaN where it has none), diff (mean - paper, points),
-        seeds (the seeds used) and epochs.
+        seeds (the seeds used), epochs and train_size (training images per run, NaN
+        where unknown or where the cell's runs differ).
     """
     spec = _table_spec(table)
     runs = _complete(read_runs(runs))
@@ -256,6 +266,7 @@ def paper_table(
                         "diff": mean - paper,
                         "seeds": " ".join(str(int(s)) for s in sorted(cell["seed"])),
                         "epochs": " ".join(str(int(e)) for e in sorted(set(cell["epochs"]))),
+                        "train_size": _train_size(cell),
                     }
                 )
     frame = pd.DataFrame(rows)
@@ -263,6 +274,20 @@ def paper_table(
     if len(recipes) == 1:
         frame = frame.drop(columns="recipe")
     return frame.set_index(keys)
+
+
+def _train_size(cell: pd.DataFrame) -> float:
+    sizes = set(cell["train_size"].dropna().astype(int)) if "train_size" in cell else set()
+    return float(sizes.pop()) if len(sizes) == 1 else math.nan
+
+
+def dataset_label(dataset: str, train_size: float | None = None) -> str:
+    """The data set's name in a table; "(subset, N train)" where N is below the paper's."""
+    label = LABELS.get(dataset, dataset)
+    full = PAPER_TRAIN_SIZES.get(dataset)
+    if full and train_size is not None and not math.isnan(train_size) and train_size < full:
+        label += f" (subset, {int(train_size):,} train)"
+    return label
 
 
 def _cell_text(row: pd.Series) -> str:
@@ -277,9 +302,15 @@ def wide_table(table: pd.DataFrame) -> pd.DataFrame:
     """The long `paper_table` laid out like the paper: models x data sets.
 
     For every data set three columns: ours ("mean ± std (n=seeds)"), the paper's
-    number and the difference in points.
+    number and the difference in points. A data set whose runs trained on fewer
+    images than the paper's is labelled as a subset (`dataset_label`).
     """
     frame = table.reset_index()
+    names = {}
+    if "train_size" in frame:
+        for dataset, sizes in frame.groupby("dataset", sort=False)["train_size"]:
+            sizes = sizes.dropna()
+            names[dataset] = dataset_label(dataset, sizes.min() if len(sizes) else None)
     group = [c for c in ("recipe",) if c in frame.columns]
     columns: dict[str, list] = {}
     index = []
@@ -288,7 +319,7 @@ def wide_table(table: pd.DataFrame) -> pd.DataFrame:
         label = LABELS.get(keys[-1], keys[-1])
         index.append(f"{keys[0]}: {label}" if group else label)
         for _, row in rows.iterrows():
-            name = LABELS.get(row["dataset"], row["dataset"])
+            name = names.get(row["dataset"]) or LABELS.get(row["dataset"], row["dataset"])
             columns.setdefault(name, []).append(_cell_text(row))
             columns.setdefault(f"{name} paper", []).append(
                 "-" if math.isnan(row["paper"]) else f"{row['paper']:.0f}"
@@ -309,55 +340,132 @@ def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.Da
     Returns:
         One row per (dataset, a, b): seeds and mean accuracy (%) of each, our
         difference a - b, the paper's difference, Welch's t and two-sided p, and
-        a verdict.
+        a verdict. Runs of several recipes are compared within each recipe (a
+        first column `recipe` then says which).
     """
-    from scipy import stats
-
     spec = _table_spec(table)
     runs = _complete(read_runs(runs))
-    present = list(dict.fromkeys(runs["dataset"]))
-    datasets = [d for d in spec["datasets"] if d in present] + [
-        d for d in present if d not in spec["datasets"]
-    ]
+    recipes = sorted(runs["recipe"].fillna("paper").unique()) or ["paper"]
     rows = []
-    for dataset in datasets:
-        for a, b in spec["pairs"]:
-            acc_a = _accuracies(runs, a, dataset)
-            acc_b = _accuracies(runs, b, dataset)
-            if len(acc_a) == 0 and len(acc_b) == 0:
+    for recipe in recipes:
+        same = runs[runs["recipe"].fillna("paper") == recipe]
+        for dataset in _datasets_in(same, spec):
+            for a, b in spec["pairs"]:
+                acc_a = _accuracies(same, a, dataset)
+                acc_b = _accuracies(same, b, dataset)
+                if len(acc_a) == 0 and len(acc_b) == 0:
+                    continue
+                paper_a = spec["paper"].get(a, {}).get(dataset, math.nan)
+                paper_b = spec["paper"].get(b, {}).get(dataset, math.nan)
+                rows.append(
+                    {
+                        "recipe": recipe,
+                        "dataset": dataset,
+                        "a": a,
+                        "b": b,
+                        **_welch(acc_a, acc_b, alpha),
+                        "paper_diff": paper_a - paper_b,
+                    }
+                )
+    columns = ["dataset", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "paper_diff"]
+    columns += ["t", "p_value", "verdict"]
+    if len(recipes) > 1:
+        columns = ["recipe", *columns]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def compare_recipes(
+    runs,
+    table: str = "paper-a",
+    *,
+    base: str = "paper",
+    other: str = "improved",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Each cell trained with two recipes: accuracy, Welch's t-test and training time.
+
+    Args:
+        runs: a `read_runs` frame, or run / grid directories, holding runs of both recipes.
+        table: "paper-a" or "paper-b" (its models and numbers).
+        base, other: the two recipes; differences are other - base.
+        alpha: significance level for the verdict.
+    Returns:
+        One row per (model, dataset) with runs of both recipes: seeds and mean test
+        accuracy (%) of each (n_a, mean_a: `other`; n_b, mean_b: `base`), diff, t,
+        p_value, verdict, the paper's number, whether `other`'s mean beats it and
+        beats `base`'s (`beats_paper`, `beats_base`: larger mean, and for the latter
+        a significant Welch test), and the mean training time per run of each
+        recipe (`time_base_s`, `time_other_s`).
+    """
+    spec = _table_spec(table)
+    runs = _complete(read_runs(runs))
+    recipe = runs["recipe"].fillna("paper")
+    rows = []
+    for model in spec["models"]:
+        for dataset in _datasets_in(runs, spec):
+            acc_base = _accuracies(runs[recipe == base], model, dataset)
+            acc_other = _accuracies(runs[recipe == other], model, dataset)
+            if len(acc_base) == 0 or len(acc_other) == 0:
                 continue
-            paper_a = spec["paper"].get(a, {}).get(dataset, math.nan)
-            paper_b = spec["paper"].get(b, {}).get(dataset, math.nan)
-            t = p = math.nan
-            if len(acc_a) >= 2 and len(acc_b) >= 2:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # zero variance: nan, handled below
-                    result = stats.ttest_ind(acc_a, acc_b, equal_var=False)
-                t, p = float(result.statistic), float(result.pvalue)
-            diff = float(acc_a.mean() - acc_b.mean()) if len(acc_a) and len(acc_b) else math.nan
+            test = _welch(acc_other, acc_base, alpha)
+            paper = spec["paper"].get(model, {}).get(dataset, math.nan)
             rows.append(
                 {
+                    "model": model,
                     "dataset": dataset,
-                    "a": a,
-                    "b": b,
-                    "n_a": len(acc_a),
-                    "n_b": len(acc_b),
-                    "mean_a": float(acc_a.mean()) if len(acc_a) else math.nan,
-                    "mean_b": float(acc_b.mean()) if len(acc_b) else math.nan,
-                    "diff": diff,
-                    "paper_diff": paper_a - paper_b,
-                    "t": t,
-                    "p_value": p,
-                    "verdict": _verdict(acc_a, acc_b, diff, p, alpha),
+                    **test,
+                    "paper": paper,
+                    "beats_paper": bool(test["mean_a"] > paper) if not math.isnan(paper) else None,
+                    "beats_base": bool(test["diff"] > 0 and test["p_value"] < alpha),
+                    "time_base_s": _mean_time(runs[recipe == base], model, dataset),
+                    "time_other_s": _mean_time(runs[recipe == other], model, dataset),
                 }
             )
-    columns = ["dataset", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "paper_diff"]
-    return pd.DataFrame(rows, columns=columns + ["t", "p_value", "verdict"])
+    columns = ["model", "dataset", "n_a", "n_b", "mean_a", "mean_b", "diff", "t", "p_value"]
+    columns += ["verdict", "paper", "beats_paper", "beats_base", "time_base_s", "time_other_s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _datasets_in(runs: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
+    """The data sets with runs: the paper's first, in its order, then any others."""
+    present = list(dict.fromkeys(runs["dataset"]))
+    return [d for d in spec["datasets"] if d in present] + [
+        d for d in present if d not in spec["datasets"]
+    ]
+
+
+def _welch(acc_a: np.ndarray, acc_b: np.ndarray, alpha: float) -> dict[str, Any]:
+    """Seeds, means, difference a - b, Welch's t and two-sided p, and a verdict."""
+    from scipy import stats
+
+    t = p = math.nan
+    if len(acc_a) >= 2 and len(acc_b) >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero variance: nan, handled in _verdict
+            result = stats.ttest_ind(acc_a, acc_b, equal_var=False)
+        t, p = float(result.statistic), float(result.pvalue)
+    diff = float(acc_a.mean() - acc_b.mean()) if len(acc_a) and len(acc_b) else math.nan
+    return {
+        "n_a": len(acc_a),
+        "n_b": len(acc_b),
+        "mean_a": float(acc_a.mean()) if len(acc_a) else math.nan,
+        "mean_b": float(acc_b.mean()) if len(acc_b) else math.nan,
+        "diff": diff,
+        "t": t,
+        "p_value": p,
+        "verdict": _verdict(acc_a, acc_b, diff, p, alpha),
+    }
 
 
 def _accuracies(runs: pd.DataFrame, model: str, dataset: str) -> np.ndarray:
     cell = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
     return cell["test_acc"].astype(float).to_numpy() * 100.0
+
+
+def _mean_time(runs: pd.DataFrame, model: str, dataset: str) -> float:
+    cell = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
+    times = cell["train_time_s"].dropna().astype(float)
+    return float(times.mean()) if len(times) else math.nan
 
 
 def _verdict(acc_a, acc_b, diff: float, p: float, alpha: float) -> str:
@@ -415,12 +523,14 @@ def write_tables(
     """Write the table, the pair tests and the run list as CSV and markdown.
 
     Files (prefix `paper_a` or `paper_b`): `<prefix>_table.csv` (long), `<prefix>_table.md`
-    (wide, as in the paper, with provenance), `<prefix>_tests.csv` / `.md`, `runs.csv`,
-    and `<prefix>_provenance.json`.
+    (wide, as in the paper, with provenance), `<prefix>_tests.csv` / `.md`, `runs.csv`
+    (run folders inside `out_dir` named relative to it), and `<prefix>_provenance.json`;
+    where the runs hold both the paper's and the improved recipe, also
+    `<prefix>_recipes.csv` / `.md` (`compare_recipes`).
 
     Returns:
         {"table_csv": path, "table_md": ..., "tests_csv": ..., "tests_md": ...,
-         "runs_csv": ..., "provenance": ...}
+         "runs_csv": ..., "provenance": ...} (and "recipes_csv", "recipes_md")
     """
     spec = _table_spec(table)
     out = Path(out_dir)
@@ -446,7 +556,7 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
     }
     _write_atomic(paths["table_csv"], long.to_csv(float_format="%.4f"))
     _write_atomic(paths["tests_csv"], tests.to_csv(index=False, float_format="%.6g"))
-    _write_atomic(paths["runs_csv"], runs.to_csv(index=False))
+    _write_atomic(paths["runs_csv"], _relative_runs(runs, out).to_csv(index=False))
     header = _provenance_text(stamp)
     _write_atomic(
         paths["table_md"],
@@ -461,7 +571,119 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
         "diff = a - b in points.\n\n" + to_markdown(tests, index=False),
     )
     _write_atomic(paths["provenance"], json.dumps(stamp, indent=2) + "\n")
+    recipes = set(_complete(runs)["recipe"].fillna("paper"))
+    if {"paper", "improved"} <= recipes:
+        compared = compare_recipes(runs, table)
+        paths["recipes_csv"] = out / f"{prefix}_recipes.csv"
+        paths["recipes_md"] = out / f"{prefix}_recipes.md"
+        _write_atomic(paths["recipes_csv"], compared.to_csv(index=False, float_format="%.6g"))
+        _write_atomic(
+            paths["recipes_md"],
+            f"# {spec['title']}: the improved recipe against the paper's\n\n{header}\n"
+            + recipes_markdown(compared, runs),
+        )
     return paths
+
+
+def recipes_markdown(compared: pd.DataFrame, runs) -> str:
+    """`compare_recipes` as markdown: every cell, then the best result per data set."""
+    runs = _complete(read_runs(runs))
+    shown = pd.DataFrame(
+        {
+            "model": compared["model"].map(lambda m: LABELS.get(m, m)),
+            "data set": compared["dataset"].map(lambda d: LABELS.get(d, d)),
+            "paper's recipe (ours)": [
+                f"{m:.1f} (n={n})" for m, n in zip(compared["mean_b"], compared["n_b"], strict=True)
+            ],
+            "improved": [
+                f"{m:.1f} (n={n})" for m, n in zip(compared["mean_a"], compared["n_a"], strict=True)
+            ],
+            "diff": compared["diff"].map("{:+.1f}".format),
+            "p": compared["p_value"].map(lambda p: "-" if math.isnan(p) else f"{p:.2g}"),
+            "verdict": compared["verdict"],
+            "paper": compared["paper"].map(lambda p: "-" if math.isnan(p) else f"{p:.0f}"),
+            "s / run (paper's, improved)": [
+                f"{a:.0f}, {b:.0f}"
+                for a, b in zip(compared["time_base_s"], compared["time_other_s"], strict=True)
+            ],
+        }
+    )
+    lines = [
+        to_markdown(shown, index=False),
+        "\nAccuracy: mean test accuracy (%) over n seeds; diff = improved - paper's recipe; "
+        "p: Welch's t-test (two-sided). Time: mean training seconds per run.\n",
+        "\n## Best per data set\n",
+    ]
+    recipe = runs["recipe"].fillna("paper")
+    for dataset in dict.fromkeys(compared["dataset"]):
+        part = compared[compared["dataset"] == dataset]
+        best_base = part.loc[part["mean_b"].idxmax()]
+        best_other = part.loc[part["mean_a"].idxmax()]
+        beaten = int((part["mean_a"] > part["mean_b"]).sum())
+        seconds = runs.loc[runs["dataset"] == dataset, "train_time_s"].astype(float)
+        time_base = seconds[recipe[seconds.index] == "paper"].sum()
+        time_other = seconds[recipe[seconds.index] == "improved"].sum()
+        lines.append(
+            f"- {LABELS.get(dataset, dataset)}: best with the paper's recipe "
+            f"{best_base['mean_b']:.1f} % ({LABELS.get(best_base['model'], best_base['model'])}), "
+            f"best improved {best_other['mean_a']:.1f} % "
+            f"({LABELS.get(best_other['model'], best_other['model'])}); the improved mean is "
+            f"higher in {beaten} of {len(part)} cells; training time of all runs "
+            f"{time_base / 60:.1f} min (paper's) and {time_other / 60:.1f} min (improved).\n"
+        )
+    return "".join(lines)
+
+
+def _relative_runs(runs: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """`runs` with each run folder inside `out` named relative to it (a portable runs.csv)."""
+
+    def relative(run_dir) -> str:
+        try:
+            return Path(run_dir).resolve().relative_to(out.resolve()).as_posix()
+        except ValueError:
+            return str(run_dir)
+
+    return runs.assign(run_dir=runs["run_dir"].map(relative))
+
+
+# Files of a run folder worth keeping beside a results table (not the checkpoints).
+RUN_FILES = (
+    "config.json",
+    "summary.json",
+    "metrics.csv",
+    "predictions.csv",
+    "confusion.csv",
+    "per_class.csv",
+)
+
+
+def copy_runs(paths, dest: str | os.PathLike) -> list[Path]:
+    """Copy the finished runs in `paths` into `dest/<run name>/`, without checkpoints.
+
+    What is copied (`RUN_FILES`) is all that the tables, the figures and notebook 08
+    read, a few hundred kilobytes per run instead of the checkpoint's megabytes. A
+    run already in `dest` is replaced; two runs with one name are an error.
+    """
+    runs = _complete(read_runs(paths))
+    dest = Path(dest)
+    names = [Path(d).name for d in runs["run_dir"]]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise HybridError(
+            f"several runs are named {', '.join(repeated)}; copy their grids into separate folders"
+        )
+    copied = []
+    for run_dir in runs["run_dir"]:
+        source, target = Path(run_dir), dest / Path(run_dir).name
+        if source.resolve() == target.resolve():
+            copied.append(target)
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (source / name).is_file():
+                _write_atomic(target / name, (source / name).read_text())
+        copied.append(target)
+    return copied
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -517,9 +739,19 @@ def cli_results(args) -> int:
             frame[column] = frame[column].astype(float) * 100.0
         _print(frame, args.markdown, index=False)
         return 0
+    if getattr(args, "copy_runs", False) and not getattr(args, "out", None):
+        raise HybridError("--copy-runs copies the runs beside the tables: add --out DIR")
+    if getattr(args, "copy_runs", False):
+        runs = read_runs(copy_runs(runs, Path(args.out) / "runs"))
+        print(f"copied {len(runs)} finished runs into {Path(args.out) / 'runs'}")
     if getattr(args, "out", None):
         paths = write_tables(runs, args.out, args.table)
         print(f"wrote {paths['table_md']} and {paths['tests_md']} from {len(runs)} runs")
+    if getattr(args, "figures", None):
+        from hybridlib.reproduce import write_figures
+
+        written = write_figures(runs, args.table, figures_dir=args.figures)
+        print(f"wrote {len(written)} figures into {args.figures}")
     long = paper_table(runs, args.table)
     print(TABLES[args.table]["title"])
     _print(wide_table(long), args.markdown)

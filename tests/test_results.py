@@ -18,7 +18,19 @@ from hybridlib.models import build_model
 from hybridlib.train import History
 
 
-def make_run(root, model, dataset, seed, test_acc, *, status="complete", epochs=30, recipe="paper"):
+def make_run(
+    root,
+    model,
+    dataset,
+    seed,
+    test_acc,
+    *,
+    status="complete",
+    epochs=30,
+    recipe="paper",
+    train_size=None,
+    train_time_s=60.0,
+):
     """A run directory as `run_training` leaves it (without the checkpoint)."""
     run_dir = root / f"{dataset}-{model}-s{seed}"
     run_dir.mkdir(parents=True)
@@ -50,6 +62,8 @@ def make_run(root, model, dataset, seed, test_acc, *, status="complete", epochs=
         "test_acc": test_acc if status == "complete" else None,
         "device": "cpu (test)",
         "torch": torch.__version__,
+        "train_time_s": train_time_s,
+        "sizes": {"train": train_size} if train_size else None,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     confusion = pd.DataFrame(np.eye(3, dtype=int) * 5, index=list("abc"), columns=list("abc"))
@@ -166,6 +180,83 @@ def test_mixed_recipes_are_kept_apart(tmp_path):
     table = results.paper_table([tmp_path / "a", tmp_path / "b"], "paper-a")
     assert list(table.index.names) == ["recipe", "model", "dataset"]
     assert table.loc[("improved", "cnn", "cifar10"), "mean"] == pytest.approx(90.0)
+
+
+def test_a_smaller_training_split_is_labelled_a_subset(tmp_path):
+    for seed in range(2):
+        make_run(tmp_path, "cnn", "cifar10", seed, 0.6, train_size=9_000)
+        make_run(tmp_path, "cnn", "caltech101", seed, 0.9, train_size=2_432)
+    wide = results.wide_table(results.paper_table(tmp_path, "paper-a"))
+    assert "CIFAR-10 (subset, 9,000 train)" in wide.columns
+    assert "Caltech 101" in wide.columns  # the paper's full split: no note
+    assert results.dataset_label("cifar10", 45_000) == "CIFAR-10"
+    assert results.dataset_label("digits", 100) == "digits"
+
+
+def recipe_grid(root):
+    """cnn on cifar10 with both recipes (improved clearly better, twice as slow), and
+    cnn_lstm with both recipes equal within noise."""
+    for seed, (paper, improved) in enumerate([(0.60, 0.70), (0.62, 0.71), (0.61, 0.72)]):
+        make_run(root / "paper", "cnn", "cifar10", seed, paper, train_time_s=100.0)
+        make_run(root / "improved", "cnn", "cifar10", seed, improved, recipe="improved",
+                 train_time_s=200.0)  # fmt: skip
+    for seed, value in enumerate([0.50, 0.55, 0.45]):
+        make_run(root / "paper", "cnn_lstm", "cifar10", seed, value)
+        make_run(root / "improved", "cnn_lstm", "cifar10", seed, value + 0.001, recipe="improved")
+    return [root / "paper", root / "improved"]
+
+
+def test_compare_recipes(tmp_path):
+    compared = results.compare_recipes(recipe_grid(tmp_path), "paper-a").set_index("model")
+    cnn = compared.loc["cnn"]
+    assert (cnn["n_a"], cnn["n_b"]) == (3, 3)
+    assert cnn["mean_a"] == pytest.approx(71.0) and cnn["mean_b"] == pytest.approx(61.0)
+    expected = stats.ttest_ind([70, 71, 72], [60, 62, 61], equal_var=False)
+    assert cnn["p_value"] == pytest.approx(expected.pvalue)
+    assert bool(cnn["beats_base"]) and not bool(cnn["beats_paper"])  # paper A: 80 %
+    assert (cnn["time_base_s"], cnn["time_other_s"]) == (100.0, 200.0)
+    lstm = compared.loc["cnn_lstm"]
+    assert not bool(lstm["beats_base"]) and lstm["verdict"] == "within seed noise"
+
+
+def test_compare_pairs_stays_within_a_recipe(tmp_path):
+    tests = results.compare_pairs(recipe_grid(tmp_path), "paper-a")
+    assert list(tests["recipe"].unique()) == ["improved", "paper"]
+    pair = tests.set_index(["recipe", "a", "b"]).loc[("paper", "cnn_lstm", "cnn")]
+    assert pair["mean_b"] == pytest.approx(61.0) and pair["n_b"] == 3
+
+
+def test_write_tables_with_both_recipes(tmp_path):
+    paths = results.write_tables(recipe_grid(tmp_path), tmp_path / "out", "paper-a")
+    compared = pd.read_csv(paths["recipes_csv"])
+    assert set(compared["model"]) == {"cnn", "cnn_lstm"}
+    text = paths["recipes_md"].read_text()
+    assert "| CNN | CIFAR-10 | 61.0 (n=3) | 71.0 (n=3) | +10.0 |" in text
+    assert "higher in 2 of 2 cells" in text
+    # cnn: 3 x 100 s and 3 x 200 s; cnn_lstm: 3 x 60 s with each recipe
+    assert "8.0 min (paper's) and 13.0 min (improved)" in text
+
+
+def test_results_cli_copies_runs_and_draws_figures(grid, tmp_path, capsys):
+    for run_dir in grid.glob("cifar10-*-s0"):
+        (run_dir / "checkpoint.pt").write_bytes(b"weights")
+    out, figures = tmp_path / "published", tmp_path / "figures"
+    argv = ["results", str(grid), "--table", "paper-a", "--out", str(out), "--copy-runs"]
+    assert cli.main([*argv, "--figures", str(figures)]) == 0
+    assert "copied 36 finished runs" in capsys.readouterr().out
+    copied = sorted((out / "runs").iterdir())
+    assert len(copied) == 36 and not list((out / "runs").rglob("checkpoint.pt"))
+    assert (out / "runs" / "cifar10-cnn-s0" / "metrics.csv").is_file()
+    runs_csv = pd.read_csv(out / "runs.csv")
+    assert runs_csv["run_dir"].str.startswith("runs/").all()  # portable: relative to out
+    # the copies alone make the same table as the originals
+    before = results.paper_table(grid, "paper-a")
+    after = pd.read_csv(out / "paper_a_table.csv", index_col=[0, 1])
+    assert np.allclose(after["mean"], before["mean"]) and (after["n_seeds"] == 3).all()
+    names = {p.name for p in figures.iterdir()}
+    assert {"curves-cifar10.png", "confusion-cifar10-cnn_lstm_skip.png"} <= names
+    assert cli.main(["results", str(grid), "--table", "paper-a", "--copy-runs"]) == 2
+    assert "add --out" in capsys.readouterr().err
 
 
 def test_write_tables(grid, tmp_path):
