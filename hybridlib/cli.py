@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=16, help="(default: 16, paper A)")
     p.add_argument("--epochs", type=positive_int, default=30, help="(default: 30, paper A)")
     p.add_argument(
-        "--lr", type=positive_float, default=1e-4, help="learning rate (default: 1e-4, paper A)"
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="learning rate (default: the recipe's: 1e-4 as paper A, 1e-3 with --recipe improved)",
     )
     p.add_argument(
         "--val-every",

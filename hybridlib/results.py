@@ -524,7 +524,7 @@ def write_tables(
 
     Files (prefix `paper_a` or `paper_b`): `<prefix>_table.csv` (long), `<prefix>_table.md`
     (wide, as in the paper, with provenance), `<prefix>_tests.csv` / `.md`, `runs.csv`
-    (run folders inside `out_dir` named relative to it), and `<prefix>_provenance.json`;
+    (run folders named relative to `out_dir`), and `<prefix>_provenance.json`;
     where the runs hold both the paper's and the improved recipe, also
     `<prefix>_recipes.csv` / `.md` (`compare_recipes`).
 
@@ -635,12 +635,12 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
 
 
 def _relative_runs(runs: pd.DataFrame, out: Path) -> pd.DataFrame:
-    """`runs` with each run folder inside `out` named relative to it (a portable runs.csv)."""
+    """`runs` with each run folder named relative to `out` (a portable runs.csv)."""
 
     def relative(run_dir) -> str:
         try:
-            return Path(run_dir).resolve().relative_to(out.resolve()).as_posix()
-        except ValueError:
+            return Path(os.path.relpath(Path(run_dir).resolve(), out.resolve())).as_posix()
+        except ValueError:  # Windows: another drive
             return str(run_dir)
 
     return runs.assign(run_dir=runs["run_dir"].map(relative))

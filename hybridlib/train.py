@@ -1155,7 +1155,7 @@ def config_from_args(args, **overrides: Any) -> RunConfig:
     """A `RunConfig` from parsed `train` (or `reproduce`) arguments.
 
     With `--recipe improved`, the recipe's settings replace the paper's defaults;
-    an option given with a value other than the paper's default still wins.
+    an option given on the command line still wins (options left out are None).
     """
     values = {
         name: getattr(args, option)
@@ -1166,14 +1166,6 @@ def config_from_args(args, **overrides: Any) -> RunConfig:
     values["amp"] = not getattr(args, "no_amp", False)
     values.update(overrides)
     recipe = getattr(args, "recipe", "paper") or "paper"
-    from hybridlib.config import RECIPES
-
-    paper = RunConfig.__dataclass_fields__
-    values = {
-        k: v
-        for k, v in values.items()
-        if not (k in RECIPES.get(recipe, {}) and v == paper[k].default)
-    }
     return RunConfig.from_recipe(recipe, **values)
 
 

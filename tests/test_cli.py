@@ -112,6 +112,11 @@ def test_train_improved_recipe(capsys, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["recipe"] == "improved" and config["batch_norm"]
     assert config["lr"] == 1e-3  # the recipe's rate replaces the paper's default
+    run_dir = tmp_path / "explicit"
+    argv = ["train", *QUICK, "--recipe", "improved", "--lr", "1e-4", "--out", str(run_dir)]
+    assert cli.main(argv) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["lr"] == 1e-4 and config["batch_norm"]  # a rate given on the command line wins
 
 
 def test_reproduce_paper_a_on_digits_and_resume(capsys, tmp_path):

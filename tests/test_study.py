@@ -1,0 +1,103 @@
+"""The committed reproduction study (`results/`, `figures/results/`).
+
+Every table committed under `results/` must be what its committed runs regenerate,
+stamped with the command, hardware, versions and seeds that made it, and every
+figure must exist for the runs it shows. `results/README.md` gives the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybridlib import results
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+FIGURES = REPO / "figures" / "results"
+# results folder -> (the paper's table, the recipe of its runs)
+STUDY = {
+    "paper-a": ("paper-a", "paper"),
+    "paper-a-improved": ("paper-a", "improved"),
+    "paper-b": ("paper-b", "paper"),
+}
+
+
+def committed_runs(folder: str) -> pd.DataFrame:
+    runs = results.read_runs(RESULTS / folder / "runs")
+    assert len(runs), f"no runs committed in results/{folder}/runs"
+    return runs
+
+
+@pytest.mark.parametrize("folder", STUDY)
+def test_committed_table_is_what_its_runs_regenerate(folder):
+    table, recipe = STUDY[folder]
+    prefix = table.replace("-", "_")
+    runs = committed_runs(folder)
+    assert (runs["status"] == "complete").all()
+    assert set(runs["recipe"]) == {recipe}
+    committed = pd.read_csv(RESULTS / folder / f"{prefix}_table.csv", index_col=[0, 1])
+    regenerated = results.paper_table(runs, table)
+    assert list(committed.index) == list(regenerated.index)
+    assert committed["n_seeds"].tolist() == regenerated["n_seeds"].tolist()
+    for column in ("mean", "std", "paper"):
+        np.testing.assert_allclose(committed[column], regenerated[column], atol=1e-4)
+    tests = pd.read_csv(RESULTS / folder / f"{prefix}_tests.csv")
+    np.testing.assert_allclose(
+        tests["p_value"], results.compare_pairs(runs, table)["p_value"], rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("folder", STUDY)
+def test_committed_results_are_stamped(folder):
+    table, _ = STUDY[folder]
+    prefix = table.replace("-", "_")
+    runs = committed_runs(folder)
+    stamp = json.loads((RESULTS / folder / f"{prefix}_provenance.json").read_text())
+    assert stamp["command"].startswith("python -m hybridlib results")
+    assert stamp["devices"] and stamp["torch"] and stamp["git_commit"]
+    assert stamp["seeds"] == sorted({int(s) for s in runs["seed"]})
+    assert stamp["runs"] == len(runs)
+    assert "Made by `python -m hybridlib" in (RESULTS / folder / f"{prefix}_table.md").read_text()
+    for run_dir in runs["run_dir"]:  # each run says how it was made
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        assert summary["command"].startswith("python -m hybridlib")
+        assert summary["hardware"]["device"] and summary["torch"]
+
+
+@pytest.mark.parametrize("folder", STUDY)
+def test_committed_figures_cover_every_cell(folder):
+    runs = committed_runs(folder)
+    for dataset in set(runs["dataset"]):
+        assert (FIGURES / folder / f"curves-{dataset}.png").stat().st_size > 10_000
+        for model in set(runs.loc[runs["dataset"] == dataset, "model"]):
+            assert (FIGURES / folder / f"confusion-{dataset}-{model}.png").is_file()
+
+
+def test_committed_recipe_comparison_is_what_the_runs_regenerate():
+    compared = pd.read_csv(RESULTS / "improved-vs-paper" / "paper_a_recipes.csv")
+    regenerated = results.compare_recipes(
+        [RESULTS / "paper-a" / "runs", RESULTS / "paper-a-improved" / "runs"], "paper-a"
+    )
+    assert len(compared) == len(regenerated) > 0
+    assert compared["model"].tolist() == regenerated["model"].tolist()
+    for column in ("mean_a", "mean_b", "p_value", "time_base_s", "time_other_s"):
+        expected = regenerated[column].astype(float)
+        np.testing.assert_allclose(compared[column], expected, rtol=1e-4, equal_nan=True)
+
+
+def test_results_readme_shows_the_committed_numbers():
+    """The headline table in results/README.md is the committed one, cell by cell."""
+    text = (RESULTS / "README.md").read_text()
+    table = pd.read_csv(RESULTS / "paper-a" / "paper_a_table.csv", index_col=[0, 1])
+    for (model, dataset), row in table.iterrows():
+        if row["n_seeds"] > 1 and not math.isnan(row["std"]):
+            assert f"{row['mean']:.1f} ± {row['std']:.1f} (n={row['n_seeds']})" in text, (
+                model,
+                dataset,
+            )
