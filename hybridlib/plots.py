@@ -4,6 +4,7 @@
     plots.plot_curves(run_dir)                          # loss and accuracy per epoch
     plots.plot_curves({"CNN": run_a, "CNN + LSTM": run_b}, save="figures/curves.png")
     plots.plot_confusion(run_dir)                       # heatmap with class names
+    plots.plot_table(runs, "paper-a")                   # every seed beside the paper's number
     plots.plot_predictions(images, targets, predictions, classes)
     plots.plot_reconstructions(model, bundle)           # the auto-encoder's outputs
 
@@ -35,6 +36,7 @@ __all__ = [
     "plot_curves",
     "plot_predictions",
     "plot_reconstructions",
+    "plot_table",
     "save_figure",
 ]
 
@@ -51,6 +53,58 @@ def _finish(fig: Figure, save) -> Figure:
     if save is not None:
         save_figure(fig, save)
     return fig
+
+
+# ---------------------------------------------------------------------------
+# A paper's table as a picture
+# ---------------------------------------------------------------------------
+
+
+def plot_table(runs, table: str = "paper-a", *, title: str | None = None, save=None) -> Figure:
+    """A paper's table as dots: one panel per data set, one column per model.
+
+    Every seed is a dot, the bar its mean with +- one standard deviation, and a red
+    diamond the paper's single run.
+
+    Args:
+        runs: a `results.read_runs` frame, or run / grid directories (one recipe).
+        table: "paper-a" or "paper-b".
+    """
+    from hybridlib import results
+
+    runs = results.read_runs(runs)
+    runs = runs[(runs["status"] == "complete") & runs["test_acc"].notna()]
+    long = results.paper_table(runs, table).reset_index()
+    long = long[long["n_seeds"] > 0]
+    datasets = list(dict.fromkeys(long["dataset"]))
+    if not datasets:
+        raise ValueError("no finished runs to draw")
+    fig = Figure(figsize=(1.1 * long["model"].nunique() * len(datasets) + 2.5, 3.8))
+    axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)[0]
+    for ax, dataset in zip(axes, datasets, strict=True):
+        part = long[long["dataset"] == dataset].reset_index(drop=True)
+        sizes = part["train_size"].dropna()
+        for i, row in part.iterrows():
+            chosen = (runs["model"] == row["model"]) & (runs["dataset"] == dataset)
+            accuracy = runs.loc[chosen, "test_acc"].astype(float).to_numpy() * 100
+            ax.bar(i, row["mean"], color="tab:blue", alpha=0.25, width=0.6)
+            if row["n_seeds"] > 1:
+                ax.errorbar(i, row["mean"], yerr=row["std"], color="tab:blue", capsize=4)
+            ax.scatter(np.full(len(accuracy), i), accuracy, color="tab:blue", s=14, zorder=3,
+                       label="our seeds" if i == 0 else None)  # fmt: skip
+            if not math.isnan(row["paper"]):
+                ax.scatter(i, row["paper"], marker="D", color="tab:red", s=30, zorder=4,
+                           label="the paper" if i == 0 else None)  # fmt: skip
+        names = [results.LABELS.get(m, m) for m in part["model"]]
+        ax.set_xticks(range(len(part)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(results.dataset_label(dataset, sizes.min() if len(sizes) else None),
+                     fontsize=10)  # fmt: skip
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set(ylabel="test accuracy (%)", ylim=(0, 100))
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title or results.TABLES[table]["title"])
+    fig.tight_layout()
+    return _finish(fig, save)
 
 
 # ---------------------------------------------------------------------------

@@ -261,6 +261,9 @@ def write_figures(runs, table: str, *, figures_dir: str | Path | None = None) ->
     written: list[Path] = []
     models = [m for m in TABLES[table]["models"] if m in set(runs["model"])]
     models += [m for m in dict.fromkeys(runs["model"]) if m not in models]
+    if len(runs):
+        plots.plot_table(runs, table, save=figures / "table.png")
+        written.append(figures / "table.png")
     for dataset in dict.fromkeys(runs["dataset"]):
         cell_runs = runs[runs["dataset"] == dataset]
         sizes = cell_runs["train_size"].dropna()

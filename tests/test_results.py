@@ -305,6 +305,16 @@ def test_plot_curves(grid, tmp_path):
     assert len(plots.plot_curves(history).axes) == 2
 
 
+def test_plot_table_draws_a_panel_per_data_set(grid, tmp_path):
+    fig = plots.plot_table(grid, "paper-a", save=tmp_path / "t.png")
+    assert [ax.get_title() for ax in fig.axes] == ["CIFAR-10", "Caltech 101", "Tiny ImageNet"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][0] == "CNN"
+    assert (tmp_path / "t.png").stat().st_size > 0
+    make_run(tmp_path / "unfinished", "cnn", "cifar10", 0, None, status="interrupted")
+    with pytest.raises(ValueError, match="no finished runs"):
+        plots.plot_table(tmp_path / "unfinished")
+
+
 def test_plot_confusion_has_class_names(tmp_path):
     matrix = torch.tensor([[5, 1], [2, 7]])
     fig = plots.plot_confusion(matrix, ["cat", "dog"], save=tmp_path / "m.png")

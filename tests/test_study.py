@@ -73,6 +73,7 @@ def test_committed_results_are_stamped(folder):
 @pytest.mark.parametrize("folder", STUDY)
 def test_committed_figures_cover_every_cell(folder):
     runs = committed_runs(folder)
+    assert (FIGURES / folder / "table.png").stat().st_size > 10_000
     for dataset in set(runs["dataset"]):
         assert (FIGURES / folder / f"curves-{dataset}.png").stat().st_size > 10_000
         for model in set(runs.loc[runs["dataset"] == dataset, "model"]):
