@@ -5,6 +5,8 @@
     plots.plot_curves({"CNN": run_a, "CNN + LSTM": run_b}, save="figures/curves.png")
     plots.plot_confusion(run_dir)                       # heatmap with class names
     plots.plot_table(runs, "paper-a")                   # every seed beside the paper's number
+    plots.plot_samples(bundle)                          # a row of examples per class
+    plots.plot_class_counts({"caltech101": bundle})     # images per class and split
     plots.plot_predictions(images, targets, predictions, classes)
     plots.plot_reconstructions(model, bundle)           # the auto-encoder's outputs
 
@@ -23,6 +25,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +37,10 @@ from matplotlib.ticker import MaxNLocator
 __all__ = [
     "plot_confusion",
     "plot_curves",
+    "plot_class_counts",
     "plot_predictions",
     "plot_reconstructions",
+    "plot_samples",
     "plot_table",
     "save_figure",
 ]
@@ -53,6 +58,51 @@ def _finish(fig: Figure, save) -> Figure:
     if save is not None:
         save_figure(fig, save)
     return fig
+
+
+# ---------------------------------------------------------------------------
+# Data: examples and class counts
+# ---------------------------------------------------------------------------
+
+
+def plot_samples(bundle, *, per_class: int = 8, split: str = "train", save=None) -> Figure:
+    """The first `per_class` images of every class of a `DataBundle` split, a row per class."""
+    images, targets = bundle.tensors(split)  # uint8 (N, 3, H, W), int64 (N,)
+    k = bundle.num_classes
+    fig = Figure(figsize=(per_class * 0.8 + 1.6, k * 0.8))
+    axes = fig.subplots(k, per_class, squeeze=False)
+    for c in range(k):
+        chosen = (targets == c).nonzero().flatten()[:per_class]
+        for j, ax in enumerate(axes[c]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if j < len(chosen):
+                # (3, H, W) -> (H, W, 3), the layout matplotlib draws
+                ax.imshow(images[chosen[j]].permute(1, 2, 0).numpy(), interpolation="nearest")
+        axes[c, 0].set_ylabel(bundle.classes[c][:14], rotation=0, ha="right", va="center",
+                              fontsize=8)  # fmt: skip
+    fig.suptitle(f"{bundle.name}: {split} examples", fontsize=10)
+    return _finish(fig, save)
+
+
+def plot_class_counts(bundles: Mapping[str, Any], *, save=None) -> Figure:
+    """Images per class in each split (stacked bars), one panel per `DataBundle`."""
+    fig = Figure(figsize=(4.2 * len(bundles), 3.6))
+    axes = fig.subplots(1, len(bundles), squeeze=False)[0]
+    for ax, (name, bundle) in zip(axes, bundles.items(), strict=True):
+        splits = ("train", "val", "test")
+        counts = pd.DataFrame(
+            {split: bundle.class_counts(split) for split in splits},
+            index=[c[:14] for c in bundle.classes],
+        )
+        counts.plot.barh(stacked=True, ax=ax, width=0.8)
+        ax.invert_yaxis()
+        ax.set(title=f"{name}: {sum(bundle.sizes.values()):,} images", xlabel="images")
+        ax.get_legend().remove()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncols=3)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return _finish(fig, save)
 
 
 # ---------------------------------------------------------------------------

@@ -315,6 +315,19 @@ def test_plot_table_draws_a_panel_per_data_set(grid, tmp_path):
         plots.plot_table(tmp_path / "unfinished")
 
 
+def test_plot_samples_and_class_counts(tmp_path):
+    bundle = load_dataset("digits", limit=200)
+    fig = plots.plot_samples(bundle, per_class=3, save=tmp_path / "s.png")
+    assert len(fig.axes) == bundle.num_classes * 3
+    assert fig.axes[0].get_ylabel() == bundle.classes[0]
+    fig = plots.plot_class_counts({"digits": bundle}, save=tmp_path / "c.png")
+    bars = fig.axes[0].containers  # one stacked bar series per split
+    assert len(bars) == 3
+    train_counts = [int(rect.get_width()) for rect in bars[0]]
+    assert train_counts == list(bundle.class_counts("train"))
+    assert (tmp_path / "s.png").is_file() and (tmp_path / "c.png").is_file()
+
+
 def test_plot_confusion_has_class_names(tmp_path):
     matrix = torch.tensor([[5, 1], [2, 7]])
     fig = plots.plot_confusion(matrix, ["cat", "dog"], save=tmp_path / "m.png")
