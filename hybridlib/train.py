@@ -17,10 +17,11 @@ or from Python / a notebook:
     history = fit(model, bundle, RunConfig(epochs=2))
     history.to_frame()
 
-A run directory holds `config.json`, `metrics.csv` (the history), `checkpoint.pt`
-(model, optimiser, scheduler, epoch, history, RNG states; rewritten atomically at
-the end of every epoch), and, once training ends, `predictions.csv`,
-`confusion.csv`, `per_class.csv` on the test split and `summary.json`.
+A run directory (written by `hybridlib.rundir`) holds `config.json`, `metrics.csv`
+(the history), `checkpoint.pt` (model, optimiser, scheduler, epoch, history, RNG
+states; rewritten atomically at the end of every epoch), and, once training ends,
+`predictions.csv`, `confusion.csv`, `per_class.csv` on the test split and
+`summary.json`.
 
 Paper A's settings are the defaults (see `hybridlib.config`): batch 16, lr 1e-4,
 30 epochs, validation every 5 epochs (and after the last), flips. The test split
@@ -36,7 +37,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hybridlib import distributed, fast, runtime
-from hybridlib.config import RUNTIME_FIELDS, RunConfig
+from hybridlib import distributed, fast, rundir, runtime
+from hybridlib.config import RunConfig
 from hybridlib.errors import HybridError
+from hybridlib.history import History
 from hybridlib.metrics import ConfusionMatrix, confusion_frame, per_class
-from hybridlib.paths import runs_root
+from hybridlib.rundir import load_checkpoint, save_checkpoint
 
 __all__ = [
     "DivergedError",
@@ -72,15 +73,6 @@ __all__ = [
     "train_step",
 ]
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.csv"
-CHECKPOINT_FILE = "checkpoint.pt"
-PREDICTIONS_FILE = "predictions.csv"
-CONFUSION_FILE = "confusion.csv"
-PER_CLASS_FILE = "per_class.csv"
-SUMMARY_FILE = "summary.json"
-CHECKPOINT_FORMAT = 1
-
 Callback = Callable[[dict[str, Any]], None]
 
 
@@ -91,71 +83,6 @@ class DivergedError(HybridError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
-
-
-# ---------------------------------------------------------------------------
-# History
-# ---------------------------------------------------------------------------
-
-
-class History:
-    """One row per finished epoch: losses, accuracies (0..1), lr, seconds, images/s.
-
-    `val_loss` / `val_acc` are NaN in epochs without validation. `stopped_at` is
-    (epoch, step) when a stop request ended training inside an epoch (that partial
-    epoch has no row), else None.
-    """
-
-    COLUMNS = (
-        "epoch",
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "lr",
-        "time_s",
-        "images_per_s",
-    )
-    TIMING_COLUMNS = ("time_s", "images_per_s")  # differ between otherwise identical runs
-
-    def __init__(self, rows: list[dict[str, Any]] | None = None):
-        self.rows: list[dict[str, Any]] = [dict(row) for row in rows or []]
-        self.stopped_at: tuple[int, int] | None = None
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append({column: row.get(column, math.nan) for column in self.COLUMNS})
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.rows[index]
-
-    @property
-    def last(self) -> dict[str, Any] | None:
-        return self.rows[-1] if self.rows else None
-
-    def last_validated(self) -> dict[str, Any] | None:
-        """The last row with a validation result."""
-        for row in reversed(self.rows):
-            if not math.isnan(row["val_acc"]):
-                return row
-        return None
-
-    def to_frame(self) -> pd.DataFrame:
-        """The history as a DataFrame with one row per epoch."""
-        return pd.DataFrame(self.rows, columns=list(self.COLUMNS))
-
-    def to_records(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in self.rows]
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> History:
-        return cls(frame.to_dict("records"))
-
-    def __repr__(self) -> str:
-        stopped = f", stopped_at={self.stopped_at}" if self.stopped_at else ""
-        return f"History({len(self)} epochs{stopped})"
 
 
 @dataclass
@@ -367,7 +294,7 @@ def train_one_epoch(
         pending.append(loss)
         stopping = stop is not None and stop.is_set()
         if step % sync_every == 0 or step == steps or stopping:
-            _check_finite(pending, step, steps, epoch, optimizer)
+            _checkfinite(pending, step, steps, epoch, optimizer)
             pending.clear()
             mean_loss, accuracy = loss_sum.item() / images, correct.item() / images
             bar.update(step - bar.n)
@@ -386,7 +313,7 @@ def train_one_epoch(
         # a stop requested before or during this step's read-back ends the epoch here
         if stop is not None and stop.is_set():
             if pending:  # set by another thread after the read-back decision
-                _check_finite(pending, step, steps, epoch, optimizer)
+                _checkfinite(pending, step, steps, epoch, optimizer)
             stopped = True
             break
     bar.close()
@@ -428,7 +355,7 @@ def _bars(progress: bool) -> bool:
     return progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
 
 
-def _check_finite(losses, last_step, steps, epoch, optimizer) -> None:
+def _checkfinite(losses, last_step, steps, epoch, optimizer) -> None:
     values = torch.stack(losses).float().cpu()
     bad = (~torch.isfinite(values)).nonzero()
     if len(bad) == 0:
@@ -602,7 +529,7 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
     scheduler = make_scheduler(optimizer, config, len(train_loader) * config.epochs)
     history = History()
     first_epoch = 1
-    checkpoint = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
+    checkpoint = Path(run_dir) / rundir.CHECKPOINT_FILE if run_dir is not None else None
     state = _resume_state(checkpoint, device) if resume and checkpoint is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -702,7 +629,7 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
             save_checkpoint(
                 checkpoint,
                 {
-                    "format": CHECKPOINT_FORMAT,
+                    "format": rundir.CHECKPOINT_FORMAT,
                     "epoch": epoch,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -713,7 +640,9 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
                     "config": config.to_dict(),
                 },
             )
-            _write_text_atomic(Path(run_dir) / METRICS_FILE, history.to_frame().to_csv(index=False))
+            rundir.write_text_atomic(
+                Path(run_dir) / rundir.METRICS_FILE, history.to_frame().to_csv(index=False)
+            )
         if config.progress:
             tqdm.write(_epoch_line(history.last, config.epochs), file=sys.stderr)
         _emit(callback, {"event": "epoch", **history.last})
@@ -749,99 +678,8 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Checkpoints: written atomically
-# ---------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write `state` to `path` atomically: to a temporary file, then rename.
-
-    A process killed while writing leaves the previous checkpoint intact (the
-    rename is atomic on POSIX and Windows), at worst with a stray `.tmp` file.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
-    """Read a checkpoint written by `fit` (tensors mapped to `device`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise HybridError(f"no checkpoint at {path}; train first, or check the run directory")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # a truncated or foreign file
-        raise HybridError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
-            "delete it to start the run over"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise HybridError(f"{path} is not a hybridlib checkpoint (format {CHECKPOINT_FORMAT})")
-    return state
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-# ---------------------------------------------------------------------------
 # run_training: a whole run into a run directory
 # ---------------------------------------------------------------------------
-
-
-def _new_run_dir(config: RunConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{stamp}-{config.model}-{config.dataset}-s{config.seed}"
-    base = runs_root(create=True) / "runs" / name
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
-
-
-def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
-    """Choose (or check) the run directory and write config.json there."""
-    if resume:
-        if not config.out:
-            raise HybridError("--resume needs --out RUN_DIR: the run directory to continue")
-        run_dir = Path(config.out).expanduser().resolve()
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise HybridError(
-                f"nothing to resume in {run_dir}: it has no {CONFIG_FILE}; "
-                "start a new run without --resume"
-            )
-        saved = RunConfig.from_json(run_dir / CONFIG_FILE)
-        # The saved settings define the run; where and how visibly it runs may change.
-        changes = {name: getattr(config, name) for name in RUNTIME_FIELDS}
-        if changes["data_root"] is None:
-            changes["data_root"] = saved.data_root
-        config = saved.replace(**{**changes, "out": str(run_dir)})
-    else:
-        run_dir = Path(config.out).expanduser().resolve() if config.out else _new_run_dir(config)
-        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / SUMMARY_FILE).exists():
-            raise HybridError(
-                f"{run_dir} already holds a run; pass --resume to continue it, "
-                "or choose another --out"
-            )
-        config = config.replace(out=str(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stale = run_dir / (CHECKPOINT_FILE + ".tmp")  # left by a process killed mid-save
-    if stale.exists():
-        stale.unlink()
-    _write_text_atomic(run_dir / CONFIG_FILE, config.to_json())
-    return run_dir, config
 
 
 def load_bundle(config: RunConfig):
@@ -894,7 +732,7 @@ def run_training(
         distributed.per_rank_batch(config.batch_size, config.per_rank_batch)
     # Rank 0 alone chooses and writes the run directory; every rank gets its name.
     resume = distributed.broadcast_object(resume)
-    run_dir, config = distributed.on_main(_prepare_run_dir, config, resume)
+    run_dir, config = distributed.on_main(rundir.prepare_run_dir, config, resume)
     if not distributed.is_main():
         config = config.replace(progress=False)  # one progress display: rank 0's
     runtime.set_threads(device, distributed.threads())
@@ -925,10 +763,10 @@ def run_training(
             device=device,
         )
     except DivergedError as error:
-        _write_summary(run_dir, status="diverged", message=str(error), **base)
+        rundir.write_summary(run_dir, status="diverged", message=str(error), **base)
         raise
     except KeyboardInterrupt:
-        _write_summary(run_dir, status="interrupted", **base)
+        rundir.write_summary(run_dir, status="interrupted", **base)
         print(
             f"hybridlib: interrupted; continue with: python -m hybridlib train "
             f"--out {run_dir} --resume",
@@ -936,11 +774,11 @@ def run_training(
         )
         raise
     if history.stopped_at is not None:
-        _write_summary(run_dir, status="stopped", history=history, **base)
+        rundir.write_summary(run_dir, status="stopped", history=history, **base)
         return run_dir
     test = _test_split(model, bundle, config, device)
-    _write_test_files(run_dir, test)
-    _write_summary(
+    rundir.write_test_files(run_dir, test)
+    rundir.write_summary(
         run_dir,
         status="complete",
         history=history,
@@ -984,88 +822,6 @@ def _test_split(model, bundle, config: RunConfig, device: torch.device) -> EvalR
     return distributed.reduce_eval(result, loader)  # every image once, over all ranks
 
 
-def _write_test_files(run_dir: Path, test: EvalResult) -> None:
-    if not distributed.is_main():
-        return
-    _write_text_atomic(run_dir / PREDICTIONS_FILE, test.predictions.to_csv(index=False))
-    _write_text_atomic(run_dir / CONFUSION_FILE, test.confusion_frame().to_csv())
-    _write_text_atomic(run_dir / PER_CLASS_FILE, test.per_class().to_csv())
-
-
-def _write_summary(
-    run_dir: Path,
-    *,
-    status: str,
-    config: RunConfig,
-    bundle,
-    model,
-    device: torch.device,
-    history: History | None = None,
-    test: EvalResult | None = None,
-    message: str | None = None,
-    wall_time_s: float | None = None,
-) -> None:
-    if not distributed.is_main():  # rank 0 writes for all
-        return
-    if history is None:  # after an exception: the epochs saved so far
-        metrics = run_dir / METRICS_FILE
-        history = History.from_frame(pd.read_csv(metrics)) if metrics.is_file() else History()
-    frame = history.to_frame()
-    last = history.last or {}
-    validated = history.last_validated() or {}
-    train_time = float(frame["time_s"].sum()) if len(frame) else 0.0
-    # images per second over all epochs: total images / total training seconds
-    seconds = (bundle.sizes["train"] / frame["images_per_s"]).sum() if len(frame) else 0.0
-    env = runtime.environment(device)
-    summary = {
-        "status": status,
-        "message": message,
-        "model": config.model,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "recipe": config.recipe,
-        "epochs": config.epochs,
-        "epochs_done": len(history),
-        "stopped_at": list(history.stopped_at) if history.stopped_at else None,
-        "batch_size": config.batch_size,
-        "ranks": distributed.world_size(),
-        "global_batch_size": config.batch_size
-        * (distributed.world_size() if config.per_rank_batch else 1),
-        "lr": config.lr,
-        "train_loss": last.get("train_loss"),
-        "train_acc": last.get("train_acc"),
-        "val_loss": validated.get("val_loss"),
-        "val_acc": validated.get("val_acc"),
-        "test_loss": test.loss if test else None,
-        "test_acc": test.accuracy if test else None,
-        "test_size": test.num_samples if test else None,
-        "sizes": bundle.sizes,
-        "classes": list(bundle.classes),
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "train_time_s": train_time,
-        "wall_time_s": wall_time_s,
-        "images_per_s": len(frame) * bundle.sizes["train"] / seconds if seconds else None,
-        "device": env["device"],
-        "hardware": env,
-        "torch": env["torch"],
-        "git_commit": env["git_commit"],
-        "command": config.command(),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    _write_json(run_dir / SUMMARY_FILE, _finite(summary))
-
-
-def _finite(value):
-    """NaN / inf become null so summary.json stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 # ---------------------------------------------------------------------------
 # Reading runs back
 # ---------------------------------------------------------------------------
@@ -1078,11 +834,11 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
         (model in eval mode on `device`, RunConfig)
     """
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise HybridError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
-    config = RunConfig.from_json(run_dir / CONFIG_FILE)
+    if not (run_dir / rundir.CONFIG_FILE).is_file():
+        raise HybridError(f"{run_dir} is not a run directory: it has no {rundir.CONFIG_FILE}")
+    config = RunConfig.from_json(run_dir / rundir.CONFIG_FILE)
     device = runtime.resolve_device(device)
-    state = load_checkpoint(run_dir / CHECKPOINT_FILE, device)
+    state = load_checkpoint(run_dir / rundir.CHECKPOINT_FILE, device)
     num_classes = _num_classes_in(state["model"])
     model = _build_model(config, num_classes)
     model.load_state_dict(state["model"])
@@ -1122,7 +878,7 @@ def evaluate_run(
     bundle = load_bundle(config)
     result = _test_split(model, bundle, config, torch_device)
     if write:
-        _write_test_files(run_dir, result)
+        rundir.write_test_files(run_dir, result)
     return result
 
 
@@ -1179,7 +935,7 @@ def cli_train(args) -> int:
         run_dir = run_training(config, resume=resume)
     if not distributed.is_main():  # rank 0 reports for all
         return 0
-    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    summary = json.loads((run_dir / rundir.SUMMARY_FILE).read_text())
     print(
         f"{summary['model']} on {summary['dataset']}: test accuracy {summary['test_acc']:.2%} "
         f"({summary['test_size']:,} images), {summary['train_time_s']:.1f} s training; "
@@ -1199,7 +955,7 @@ def cli_evaluate(args) -> int:
         print(table.to_string())
     print(
         f"test accuracy {result.accuracy:.2%} ({result.num_samples:,} images), "
-        f"loss {result.loss:.4f}; wrote {PREDICTIONS_FILE}, {CONFUSION_FILE}, "
-        f"{PER_CLASS_FILE} in {run_dir}"
+        f"loss {result.loss:.4f}; wrote {rundir.PREDICTIONS_FILE}, {rundir.CONFUSION_FILE}, "
+        f"{rundir.PER_CLASS_FILE} in {run_dir}"
     )
     return 0

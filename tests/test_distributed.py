@@ -183,9 +183,15 @@ def test_torchrun_matches_one_process(tmp, single):
     assert len(run_dirs) == 1, run_dirs  # only rank 0 writes, into one run directory
     ddp, one = run_dirs[0], single
     assert {p.name for p in ddp.iterdir()} == {p.name for p in one.iterdir()}
-    # the same updates: DDP's share-weighted mean over 7 + 6 images equals the mean of 13
+    # the same updates: DDP's share-weighted mean over 7 + 6 images equals the mean of 13,
+    # up to float rounding. Adam divides each gradient by its own running size, so a weight
+    # whose gradient is almost zero may move by up to lr per step on one side only: allow
+    # that for a handful of weights, and 1e-4 for all the others.
+    steps, lr = 3, 1e-3  # 45 images, batch 16
     for name, value in weights(one).items():
-        torch.testing.assert_close(weights(ddp)[name], value, rtol=1e-4, atol=1e-4)
+        difference = (weights(ddp)[name] - value).abs()
+        assert difference.max() <= steps * lr, name
+        assert (difference > 1e-4).float().mean() < 1e-3, name
     a, b = summary(ddp), summary(one)
     assert (a["ranks"], b["ranks"]) == (2, 1)
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)

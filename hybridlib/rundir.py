@@ -1,0 +1,227 @@
+"""Run directories: the files one training run leaves behind, each written atomically.
+
+A run directory holds `config.json`, `metrics.csv` (the history), `checkpoint.pt`
+(rewritten at the end of every epoch), and, once the run ends, `summary.json` and,
+for a finished run, `predictions.csv`, `confusion.csv` and `per_class.csv` on the
+test split. Every file is written to a temporary name and renamed, so a process
+killed mid-write leaves the previous version, never half of a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from hybridlib import distributed, runtime
+from hybridlib.config import RUNTIME_FIELDS, RunConfig
+from hybridlib.errors import HybridError
+from hybridlib.history import History
+from hybridlib.paths import runs_root
+
+if TYPE_CHECKING:
+    from hybridlib.train import EvalResult
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "SUMMARY_FILE",
+    "load_checkpoint",
+    "prepare_run_dir",
+    "save_checkpoint",
+    "write_summary",
+    "write_test_files",
+]
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+PREDICTIONS_FILE = "predictions.csv"
+CONFUSION_FILE = "confusion.csv"
+PER_CLASS_FILE = "per_class.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints and other files, written atomically
+# ---------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically: to a temporary file, then rename.
+
+    A process killed while writing leaves the previous checkpoint intact (the
+    rename is atomic on POSIX and Windows), at worst with a stray `.tmp` file.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """Read a checkpoint written by `fit` (tensors mapped to `device`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HybridError(f"no checkpoint at {path}; train first, or check the run directory")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise HybridError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
+            "delete it to start the run over"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise HybridError(f"{path} is not a hybridlib checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# The run directory and the files written when a run ends
+# ---------------------------------------------------------------------------
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{stamp}-{config.model}-{config.dataset}-s{config.seed}"
+    base = runs_root(create=True) / "runs" / name
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
+
+
+def prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
+    """Choose (or check) the run directory and write config.json there."""
+    if resume:
+        if not config.out:
+            raise HybridError("--resume needs --out RUN_DIR: the run directory to continue")
+        run_dir = Path(config.out).expanduser().resolve()
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise HybridError(
+                f"nothing to resume in {run_dir}: it has no {CONFIG_FILE}; "
+                "start a new run without --resume"
+            )
+        saved = RunConfig.from_json(run_dir / CONFIG_FILE)
+        # The saved settings define the run; where and how visibly it runs may change.
+        changes = {name: getattr(config, name) for name in RUNTIME_FIELDS}
+        if changes["data_root"] is None:
+            changes["data_root"] = saved.data_root
+        config = saved.replace(**{**changes, "out": str(run_dir)})
+    else:
+        run_dir = Path(config.out).expanduser().resolve() if config.out else new_run_dir(config)
+        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / SUMMARY_FILE).exists():
+            raise HybridError(
+                f"{run_dir} already holds a run; pass --resume to continue it, "
+                "or choose another --out"
+            )
+        config = config.replace(out=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stale = run_dir / (CHECKPOINT_FILE + ".tmp")  # left by a process killed mid-save
+    if stale.exists():
+        stale.unlink()
+    write_text_atomic(run_dir / CONFIG_FILE, config.to_json())
+    return run_dir, config
+
+
+def write_test_files(run_dir: Path, test: EvalResult) -> None:
+    if not distributed.is_main():
+        return
+    write_text_atomic(run_dir / PREDICTIONS_FILE, test.predictions.to_csv(index=False))
+    write_text_atomic(run_dir / CONFUSION_FILE, test.confusion_frame().to_csv())
+    write_text_atomic(run_dir / PER_CLASS_FILE, test.per_class().to_csv())
+
+
+def write_summary(
+    run_dir: Path,
+    *,
+    status: str,
+    config: RunConfig,
+    bundle,
+    model,
+    device: torch.device,
+    history: History | None = None,
+    test: EvalResult | None = None,
+    message: str | None = None,
+    wall_time_s: float | None = None,
+) -> None:
+    if not distributed.is_main():  # rank 0 writes for all
+        return
+    if history is None:  # after an exception: the epochs saved so far
+        metrics = run_dir / METRICS_FILE
+        history = History.from_frame(pd.read_csv(metrics)) if metrics.is_file() else History()
+    frame = history.to_frame()
+    last = history.last or {}
+    validated = history.last_validated() or {}
+    train_time = float(frame["time_s"].sum()) if len(frame) else 0.0
+    # images per second over all epochs: total images / total training seconds
+    seconds = (bundle.sizes["train"] / frame["images_per_s"]).sum() if len(frame) else 0.0
+    env = runtime.environment(device)
+    summary = {
+        "status": status,
+        "message": message,
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "recipe": config.recipe,
+        "epochs": config.epochs,
+        "epochs_done": len(history),
+        "stopped_at": list(history.stopped_at) if history.stopped_at else None,
+        "batch_size": config.batch_size,
+        "ranks": distributed.world_size(),
+        "global_batch_size": config.batch_size
+        * (distributed.world_size() if config.per_rank_batch else 1),
+        "lr": config.lr,
+        "train_loss": last.get("train_loss"),
+        "train_acc": last.get("train_acc"),
+        "val_loss": validated.get("val_loss"),
+        "val_acc": validated.get("val_acc"),
+        "test_loss": test.loss if test else None,
+        "test_acc": test.accuracy if test else None,
+        "test_size": test.num_samples if test else None,
+        "sizes": bundle.sizes,
+        "classes": list(bundle.classes),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "train_time_s": train_time,
+        "wall_time_s": wall_time_s,
+        "images_per_s": len(frame) * bundle.sizes["train"] / seconds if seconds else None,
+        "device": env["device"],
+        "hardware": env,
+        "torch": env["torch"],
+        "git_commit": env["git_commit"],
+        "command": config.command(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(run_dir / SUMMARY_FILE, finite(summary))
+
+
+def finite(value):
+    """NaN / inf become null so summary.json stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
