@@ -285,6 +285,18 @@ def test_cli_results(grid, capsys):
     assert "| status |" in capsys.readouterr().out
 
 
+def test_cli_results_stops_quietly_when_the_reader_goes_away(grid):
+    """`hybridlib results ... | head`: no traceback when the pipe closes early."""
+    import subprocess
+    import sys
+
+    command = f"{sys.executable} -m hybridlib results {grid} --table paper-a | true"
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 141
+
+
 def test_cli_results_without_runs(tmp_path, capsys):
     assert cli.main(["results", str(tmp_path)]) == 2
     err = capsys.readouterr().err
