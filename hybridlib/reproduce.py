@@ -53,6 +53,7 @@ from hybridlib.results import (
     dataset_label,
     find_run_dirs,
     paper_table,
+    provenance,
     read_runs,
     wide_table,
     write_tables,
@@ -241,13 +242,18 @@ def _train_one(item: tuple[str, RunConfig, bool]) -> tuple[str, str | None]:
     return config.out, None
 
 
-def write_figures(runs, table: str, *, figures_dir: str | Path | None = None) -> list[Path]:
-    """Curves per data set and a confusion matrix per cell (first seed).
+def write_figures(
+    runs, table: str, *, figures_dir: str | Path | None = None, command: str | None = None
+) -> list[Path]:
+    """The table as dots, curves per data set and a confusion matrix per cell (first seed).
 
     Args:
         runs: a grid directory, run directories or a `read_runs` frame (one recipe).
         table: "paper-a" or "paper-b" (the order of the models).
         figures_dir: where the PNGs go (default: `<grid directory>/figures`).
+        command: the command to name in `provenance.json` (default: this process's).
+    Returns:
+        The PNG files written; `provenance.json` beside them says what made them.
     """
     from hybridlib import plots
 
@@ -285,6 +291,9 @@ def write_figures(runs, table: str, *, figures_dir: str | Path | None = None) ->
             suffix = f", mean ± sd over {n} seeds" if n > 1 else ""
             plots.plot_curves(curves, title=f"{where}{suffix}", save=path)
             written.append(path)
+    if written:  # what made these pictures: command, hardware, versions, seeds, files
+        stamp = {**provenance(runs, command), "figures": sorted(p.name for p in written)}
+        (figures / "provenance.json").write_text(json.dumps(stamp, indent=2) + "\n")
     return written
 
 
@@ -398,7 +407,7 @@ def cli_reproduce(args) -> int:
     if not find_run_dirs(grid_dir):
         raise HybridError(f"no finished runs in {grid_dir} to make a table from")
     paths = write_tables(grid_dir, grid_dir, args.table, command=_command(args))
-    figures = write_figures(grid_dir, args.table)
+    figures = write_figures(grid_dir, args.table, command=_command(args))
     print(TABLES[args.table]["title"])
     print(wide_table(paper_table(grid_dir, args.table)).to_string())
     print(

@@ -50,6 +50,7 @@ __all__ = [
     "dataset_label",
     "find_run_dirs",
     "paper_table",
+    "provenance",
     "read_runs",
     "to_markdown",
     "wide_table",

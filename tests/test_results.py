@@ -254,7 +254,10 @@ def test_results_cli_copies_runs_and_draws_figures(grid, tmp_path, capsys):
     after = pd.read_csv(out / "paper_a_table.csv", index_col=[0, 1])
     assert np.allclose(after["mean"], before["mean"]) and (after["n_seeds"] == 3).all()
     names = {p.name for p in figures.iterdir()}
-    assert {"curves-cifar10.png", "confusion-cifar10-cnn_lstm_skip.png"} <= names
+    assert {"curves-cifar10.png", "confusion-cifar10-cnn_lstm_skip.png", "table.png"} <= names
+    stamp = json.loads((figures / "provenance.json").read_text())
+    assert stamp["command"].startswith("python -m hybridlib") and stamp["seeds"] == [0, 1, 2]
+    assert set(stamp["figures"]) == names - {"provenance.json"}
     assert cli.main(["results", str(grid), "--table", "paper-a", "--copy-runs"]) == 2
     assert "add --out" in capsys.readouterr().err
 

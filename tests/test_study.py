@@ -81,6 +81,11 @@ def test_committed_results_are_stamped(folder):
 def test_committed_figures_cover_every_cell(folder):
     runs = committed_runs(folder)
     assert (FIGURES / folder / "table.png").stat().st_size > 10_000
+    stamp = json.loads((FIGURES / folder / "provenance.json").read_text())
+    assert stamp["command"].startswith("python -m hybridlib results")
+    assert stamp["runs"] == len(runs) and stamp["devices"] and stamp["torch"]
+    on_disk = {p.name for p in (FIGURES / folder).glob("*.png")}
+    assert set(stamp["figures"]) == on_disk  # no stale figure from an earlier grid
     for dataset in set(runs["dataset"]):
         assert (FIGURES / folder / f"curves-{dataset}.png").stat().st_size > 10_000
         for model in set(runs.loc[runs["dataset"] == dataset, "model"]):
