@@ -152,7 +152,9 @@ def plot_table(runs, table: str = "paper-a", *, title: str | None = None, save=N
         ax.grid(axis="y", alpha=0.3)
     axes[0].set(ylabel="test accuracy (%)", ylim=(0, 100))
     axes[0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(title or results.TABLES[table]["title"])
+    recipes = set(runs["recipe"].fillna("paper"))
+    recipe = f", {recipes.pop()} recipe" if recipes != {"paper"} and len(recipes) == 1 else ""
+    fig.suptitle(title or results.TABLES[table]["title"] + recipe)
     fig.tight_layout()
     return _finish(fig, save)
 

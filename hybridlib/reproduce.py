@@ -289,6 +289,9 @@ def write_figures(
             path = figures / f"curves-{dataset}.png"
             n = max(len(d) for d in curves.values())
             suffix = f", mean ± sd over {n} seeds" if n > 1 else ""
+            recipes = set(cell_runs["recipe"].fillna("paper"))
+            if recipes != {"paper"}:
+                suffix += f" ({', '.join(sorted(recipes))} recipe)"
             plots.plot_curves(curves, title=f"{where}{suffix}", save=path)
             written.append(path)
     if written:  # what made these pictures: command, hardware, versions, seeds, files

@@ -325,6 +325,10 @@ def test_plot_table_draws_a_panel_per_data_set(grid, tmp_path):
     assert [ax.get_title() for ax in fig.axes] == ["CIFAR-10", "Caltech 101", "Tiny ImageNet"]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()][0] == "CNN"
     assert (tmp_path / "t.png").stat().st_size > 0
+    assert fig._suptitle.get_text() == "Paper A, Table I: test accuracy (%)"
+    improved = results.read_runs(recipe_grid(tmp_path / "recipes"))
+    fig = plots.plot_table(improved[improved["recipe"] == "improved"], "paper-a")
+    assert fig._suptitle.get_text().endswith("(%), improved recipe")
     make_run(tmp_path / "unfinished", "cnn", "cifar10", 0, None, status="interrupted")
     with pytest.raises(ValueError, match="no finished runs"):
         plots.plot_table(tmp_path / "unfinished")
