@@ -227,6 +227,8 @@ class RunConfig:
             parts.append(f"--step-mode {self.step_mode}")
         if self.limit is not None:
             parts.append(f"--limit {self.limit}")
+        if self.data_root:
+            parts.append(f"--data-root {self.data_root}")
         flags = {
             "--deterministic": self.deterministic,
             "--no-augment": not self.augment,

@@ -211,6 +211,20 @@ def test_fit_two_epochs_on_digits(finished_run):
     assert config.epochs == 2 and config.out == str(run_dir)
 
 
+def test_summary_command_rebuilds_the_run(finished_run):
+    """The command in summary.json, parsed by the CLI, gives back the run's settings."""
+    import shlex
+
+    from hybridlib import cli
+
+    command = json.loads((finished_run / "summary.json").read_text())["command"]
+    argv = shlex.split(command)[3:]  # after "python -m hybridlib"
+    rebuilt = train.config_from_args(cli.build_parser().parse_args(argv))
+    saved = RunConfig.from_json(finished_run / "config.json")
+    assert rebuilt.science() == saved.science()
+    assert rebuilt.data_root == saved.data_root and rebuilt.out == saved.out
+
+
 def test_test_files_agree(finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
     confusion = pd.read_csv(finished_run / "confusion.csv", index_col=0)
