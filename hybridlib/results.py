@@ -569,7 +569,7 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
         paths["tests_md"],
         f"# {spec['title']}: are the differences larger than seed noise?\n\n{header}\n"
         "Welch's t-test (two-sided, unequal variances) on the per-seed test accuracies; "
-        "diff = a - b in points.\n\n" + to_markdown(tests, index=False),
+        "diff = a - b in points.\n\n" + to_markdown(_p_values_shown(tests), index=False),
     )
     _write_atomic(paths["provenance"], json.dumps(stamp, indent=2) + "\n")
     recipes = set(_complete(runs)["recipe"].fillna("paper"))
@@ -586,6 +586,13 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
     return paths
 
 
+def _p_values_shown(tests: pd.DataFrame) -> pd.DataFrame:
+    """p-values with three significant digits: 0.0503 must not print as 0.05, nor 4e-4 as 0.00."""
+    return tests.assign(
+        p_value=tests["p_value"].map(lambda p: "-" if math.isnan(p) else f"{p:.3g}")
+    )
+
+
 def recipes_markdown(compared: pd.DataFrame, runs) -> str:
     """`compare_recipes` as markdown: every cell, then the best result per data set."""
     runs = _complete(read_runs(runs))
@@ -600,7 +607,7 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
                 f"{m:.1f} (n={n})" for m, n in zip(compared["mean_a"], compared["n_a"], strict=True)
             ],
             "diff": compared["diff"].map("{:+.1f}".format),
-            "p": compared["p_value"].map(lambda p: "-" if math.isnan(p) else f"{p:.2g}"),
+            "p": compared["p_value"].map(lambda p: "-" if math.isnan(p) else f"{p:.3g}"),
             "verdict": compared["verdict"],
             "paper": compared["paper"].map(lambda p: "-" if math.isnan(p) else f"{p:.0f}"),
             "s / run (paper's, improved)": [

@@ -272,6 +272,9 @@ def test_write_tables(grid, tmp_path):
     long = pd.read_csv(paths["table_csv"], index_col=[0, 1])
     assert long.shape[0] == 12
     assert json.loads(paths["provenance"].read_text())["runs"] == 36
+    tests = pd.read_csv(paths["tests_csv"])
+    p_value = tests["p_value"].dropna().iloc[0]
+    assert f"| {p_value:.3g} |" in paths["tests_md"].read_text()  # three significant digits
 
 
 def test_to_markdown():
