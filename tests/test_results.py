@@ -233,8 +233,8 @@ def test_write_tables_with_both_recipes(tmp_path):
     text = paths["recipes_md"].read_text()
     assert "| CNN | CIFAR-10 | 61.0 (n=3) | 71.0 (n=3) | +10.0 |" in text
     assert "higher in 2 of 2 cells" in text
-    # cnn: 3 x 100 s and 3 x 200 s; cnn_lstm: 3 x 60 s with each recipe
-    assert "8.0 min (paper's) and 13.0 min (improved)" in text
+    # cnn: 100 s and 200 s per run; cnn_lstm: 60 s per run with each recipe
+    assert "80 s (paper's) and 130 s (improved), 1.62x" in text
 
 
 def test_results_cli_copies_runs_and_draws_figures(grid, tmp_path, capsys):
