@@ -122,18 +122,17 @@ def plot_table(runs, table: str = "paper-a", *, title: str | None = None, save=N
     """
     from hybridlib import results
 
-    runs = results.read_runs(runs)
-    runs = runs[(runs["status"] == "complete") & runs["test_acc"].notna()]
+    runs = results.complete_runs(runs)
     long = results.paper_table(runs, table).reset_index()
     long = long[long["n_seeds"] > 0]
     datasets = list(dict.fromkeys(long["dataset"]))
     if not datasets:
         raise ValueError("no finished runs to draw")
+    titles = results.dataset_labels(long)
     fig = Figure(figsize=(1.1 * long["model"].nunique() * len(datasets) + 2.5, 3.8))
     axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)[0]
     for ax, dataset in zip(axes, datasets, strict=True):
         part = long[long["dataset"] == dataset].reset_index(drop=True)
-        sizes = part["train_size"].dropna()
         for i, row in part.iterrows():
             chosen = (runs["model"] == row["model"]) & (runs["dataset"] == dataset)
             accuracy = runs.loc[chosen, "test_acc"].astype(float).to_numpy() * 100
@@ -147,8 +146,7 @@ def plot_table(runs, table: str = "paper-a", *, title: str | None = None, save=N
                            label="the paper" if i == 0 else None)  # fmt: skip
         names = [results.LABELS.get(m, m) for m in part["model"]]
         ax.set_xticks(range(len(part)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(results.dataset_label(dataset, sizes.min() if len(sizes) else None),
-                     fontsize=10)  # fmt: skip
+        ax.set_title(titles[dataset], fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set(ylabel="test accuracy (%)", ylim=(0, 100))
     axes[0].legend(fontsize=8, loc="lower left")

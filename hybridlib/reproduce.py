@@ -50,11 +50,11 @@ from hybridlib.paths import runs_root
 from hybridlib.results import (
     LABELS,
     TABLES,
-    dataset_label,
+    complete_runs,
+    dataset_labels,
     find_run_dirs,
     paper_table,
     provenance,
-    read_runs,
     wide_table,
     write_tables,
 )
@@ -261,8 +261,8 @@ def write_figures(
         if isinstance(runs, pd.DataFrame):
             raise HybridError("write_figures needs figures_dir when given a runs table")
         figures_dir = Path(runs) / "figures"
-    runs = read_runs(runs)
-    runs = runs[runs["status"] == "complete"]
+    runs = complete_runs(runs)
+    names = dataset_labels(runs)
     figures = Path(figures_dir)
     written: list[Path] = []
     models = [m for m in TABLES[table]["models"] if m in set(runs["model"])]
@@ -272,8 +272,7 @@ def write_figures(
         written.append(figures / "table.png")
     for dataset in dict.fromkeys(runs["dataset"]):
         cell_runs = runs[runs["dataset"] == dataset]
-        sizes = cell_runs["train_size"].dropna()
-        where = dataset_label(dataset, sizes.min() if len(sizes) else None)
+        where = names[dataset]
         curves = {}
         for model in models:
             dirs = cell_runs[cell_runs["model"] == model].sort_values("seed")["run_dir"].tolist()

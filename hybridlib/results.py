@@ -46,8 +46,10 @@ __all__ = [
     "cli_results",
     "compare_pairs",
     "compare_recipes",
+    "complete_runs",
     "copy_runs",
     "dataset_label",
+    "dataset_labels",
     "find_run_dirs",
     "paper_table",
     "provenance",
@@ -201,7 +203,10 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
     return row
 
 
-def _complete(runs: pd.DataFrame) -> pd.DataFrame:
+def complete_runs(runs) -> pd.DataFrame:
+    """The finished runs (status "complete", with a test accuracy) of a `read_runs` frame
+    or of run / grid directories."""
+    runs = read_runs(runs)
     return runs[(runs["status"] == "complete") & runs["test_acc"].notna()]
 
 
@@ -233,7 +238,7 @@ def paper_table(
         where unknown or where the cell's runs differ).
     """
     spec = _table_spec(table)
-    runs = _complete(read_runs(runs))
+    runs = complete_runs(runs)
     models = tuple(models or spec["models"])
     runs = runs[runs["model"].isin(models)]
     if datasets is None:
@@ -291,6 +296,16 @@ def dataset_label(dataset: str, train_size: float | None = None) -> str:
     return label
 
 
+def dataset_labels(frame: pd.DataFrame) -> dict[str, str]:
+    """{dataset: its `dataset_label`} for a runs frame or a `paper_table` (reset), from the
+    smallest training split among its rows."""
+    labels = {}
+    for dataset, rows in frame.groupby("dataset", sort=False):
+        sizes = rows["train_size"].dropna() if "train_size" in rows else pd.Series(dtype=float)
+        labels[dataset] = dataset_label(dataset, sizes.min() if len(sizes) else None)
+    return labels
+
+
 def _cell_text(row: pd.Series) -> str:
     if row["n_seeds"] == 0:
         return "-"
@@ -307,11 +322,7 @@ def wide_table(table: pd.DataFrame) -> pd.DataFrame:
     images than the paper's is labelled as a subset (`dataset_label`).
     """
     frame = table.reset_index()
-    names = {}
-    if "train_size" in frame:
-        for dataset, sizes in frame.groupby("dataset", sort=False)["train_size"]:
-            sizes = sizes.dropna()
-            names[dataset] = dataset_label(dataset, sizes.min() if len(sizes) else None)
+    names = dataset_labels(frame)
     group = [c for c in ("recipe",) if c in frame.columns]
     columns: dict[str, list] = {}
     index = []
@@ -320,7 +331,7 @@ def wide_table(table: pd.DataFrame) -> pd.DataFrame:
         label = LABELS.get(keys[-1], keys[-1])
         index.append(f"{keys[0]}: {label}" if group else label)
         for _, row in rows.iterrows():
-            name = names.get(row["dataset"]) or LABELS.get(row["dataset"], row["dataset"])
+            name = names[row["dataset"]]
             columns.setdefault(name, []).append(_cell_text(row))
             columns.setdefault(f"{name} paper", []).append(
                 "-" if math.isnan(row["paper"]) else f"{row['paper']:.0f}"
@@ -345,7 +356,7 @@ def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.Da
         first column `recipe` then says which).
     """
     spec = _table_spec(table)
-    runs = _complete(read_runs(runs))
+    runs = complete_runs(runs)
     recipes = sorted(runs["recipe"].fillna("paper").unique()) or ["paper"]
     rows = []
     for recipe in recipes:
@@ -399,7 +410,7 @@ def compare_recipes(
         recipe (`time_base_s`, `time_other_s`).
     """
     spec = _table_spec(table)
-    runs = _complete(read_runs(runs))
+    runs = complete_runs(runs)
     recipe = runs["recipe"].fillna("paper")
     rows = []
     for model in spec["models"]:
@@ -504,7 +515,7 @@ def provenance(runs: pd.DataFrame, command: str | None = None) -> dict[str, Any]
     """Where a table's numbers come from: command, hardware, versions, seeds."""
     from hybridlib import __version__, runtime
 
-    runs = _complete(runs)
+    runs = complete_runs(runs)
     return {
         "command": command or "python -m hybridlib " + " ".join(sys.argv[1:]),
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -569,10 +580,11 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
         paths["tests_md"],
         f"# {spec['title']}: are the differences larger than seed noise?\n\n{header}\n"
         "Welch's t-test (two-sided, unequal variances) on the per-seed test accuracies; "
-        "diff = a - b in points.\n\n" + to_markdown(_p_values_shown(tests), index=False),
+        "diff = a - b in points.\n\n"
+        + to_markdown(tests.assign(p_value=tests["p_value"].map(_p_text)), index=False),
     )
     _write_atomic(paths["provenance"], json.dumps(stamp, indent=2) + "\n")
-    recipes = set(_complete(runs)["recipe"].fillna("paper"))
+    recipes = set(complete_runs(runs)["recipe"].fillna("paper"))
     if {"paper", "improved"} <= recipes:
         compared = compare_recipes(runs, table)
         paths["recipes_csv"] = out / f"{prefix}_recipes.csv"
@@ -586,20 +598,15 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
     return paths
 
 
-def _p_values_shown(tests: pd.DataFrame) -> pd.DataFrame:
-    """p-values with three significant digits: 0.0503 must not print as 0.05, nor 4e-4 as 0.00."""
-    return tests.assign(
-        p_value=tests["p_value"].map(lambda p: "-" if math.isnan(p) else f"{p:.3g}")
-    )
+def _p_text(p: float) -> str:
+    """A p-value with three significant digits: 0.0503 must not print as 0.05, nor 4e-4 as
+    0.00."""
+    return "-" if math.isnan(p) else f"{p:.3g}"
 
 
 def recipes_markdown(compared: pd.DataFrame, runs) -> str:
     """`compare_recipes` as markdown: every cell, then the best result per data set."""
-    runs = _complete(read_runs(runs))
-    names = {}
-    for dataset in dict.fromkeys(compared["dataset"]):
-        sizes = runs.loc[runs["dataset"] == dataset, "train_size"].dropna()
-        names[dataset] = dataset_label(dataset, sizes.min() if len(sizes) else None)
+    names = dataset_labels(complete_runs(runs))
     shown = pd.DataFrame(
         {
             "model": compared["model"].map(lambda m: LABELS.get(m, m)),
@@ -611,7 +618,7 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
                 f"{m:.1f} (n={n})" for m, n in zip(compared["mean_a"], compared["n_a"], strict=True)
             ],
             "diff": compared["diff"].map("{:+.1f}".format),
-            "p": compared["p_value"].map(lambda p: "-" if math.isnan(p) else f"{p:.3g}"),
+            "p": compared["p_value"].map(_p_text),
             "verdict": compared["verdict"],
             "paper": compared["paper"].map(lambda p: "-" if math.isnan(p) else f"{p:.0f}"),
             "s / run (paper's, improved)": [
@@ -675,7 +682,7 @@ def copy_runs(paths, dest: str | os.PathLike) -> list[Path]:
     read, a few hundred kilobytes per run instead of the checkpoint's megabytes. A
     run already in `dest` is replaced; two runs with one name are an error.
     """
-    runs = _complete(read_runs(paths))
+    runs = complete_runs(paths)
     dest = Path(dest)
     names = [Path(d).name for d in runs["run_dir"]]
     repeated = sorted({n for n in names if names.count(n) > 1})
