@@ -36,9 +36,12 @@ them); `hybridlib.reproduce` uses it for `--jobs N`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -403,6 +406,9 @@ def make_train_step(
 
 def _worker_init(cores: multiprocessing.Queue, threads: int) -> None:
     """Pin this worker to its own share of the cores (Linux) and size its thread pool."""
+    # interrupted as a run in the foreground would be (see _interrupt_workers_on_sigterm),
+    # even where this process was started with SIGINT ignored (a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     share = cores.get()
     if share and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, share)  # runtime.available_cores() then sees only these
@@ -429,6 +435,7 @@ def map_in_processes(
         jobs: worker processes (1: run here, one after another).
     Returns:
         The results in the order of `items`; the first exception is re-raised.
+        SIGTERM to this process interrupts the workers too (KeyboardInterrupt here).
     """
     items = list(items)
     if jobs <= 1 or len(items) <= 1:
@@ -444,7 +451,57 @@ def map_in_processes(
         if cores and not share:
             share = [cores[j % len(cores)]]
         shares.put(share)
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(shares, per_job)
-    ) as pool:
-        return list(pool.map(function, items))
+    with (
+        ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(shares, per_job),
+        ) as pool,
+        _interrupt_workers_on_sigterm(pool),
+    ):
+        return list(pool.map(functools.partial(_call_in_worker, function), items))
+
+
+_worker_interrupted = False  # in a worker: an item was interrupted, so the others are not started
+
+
+def _call_in_worker(function: Callable[[Any], Any], item: Any) -> Any:
+    """`function(item)` in a pool worker; after one interruption the worker starts no more."""
+    global _worker_interrupted
+    if _worker_interrupted:
+        raise KeyboardInterrupt
+    try:
+        return function(item)
+    except KeyboardInterrupt:
+        _worker_interrupted = True
+        raise
+
+
+@contextlib.contextmanager
+def _interrupt_workers_on_sigterm(pool: ProcessPoolExecutor):
+    """While `pool` runs, SIGTERM to this process interrupts its workers as Ctrl-C would.
+
+    Ctrl-C in a terminal reaches every process of the group; `kill PID` reaches this one
+    only, and without this its workers would train on, orphaned. Each worker gets SIGINT,
+    so a training run writes its "interrupted" summary and keeps its checkpoint (the
+    grid resumes it), the runs not yet started end at once without training
+    (`_call_in_worker`), and this process raises KeyboardInterrupt; leaving the pool
+    waits for the workers to stop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGINT)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -357,6 +357,66 @@ def test_map_in_processes_runs_in_order_here_with_one_job():
     assert fast.map_in_processes(abs, [-1, 2, -3], jobs=1) == [1, 2, 3]
 
 
+_SIGTERM_SCRIPT = """
+import os, signal, sys, time
+from pathlib import Path
+
+from hybridlib import fast
+
+
+def work(i):
+    marks = Path(sys.argv[1])
+    (marks / f"{i}.started").write_text(str(os.getpid()))
+    try:
+        time.sleep(120)
+    except KeyboardInterrupt:
+        (marks / f"{i}.interrupted").write_text("")
+        raise
+    (marks / f"{i}.finished").write_text("")
+
+
+if __name__ == "__main__":
+    try:
+        fast.map_in_processes(work, range(6), jobs=2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+"""
+
+
+def test_sigterm_to_map_in_processes_interrupts_its_workers(tmp_path):
+    # `kill PID` of a `reproduce --jobs 2` must not leave its workers training, orphaned;
+    # the parent starts with SIGINT ignored, as a background job does
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "grid.py"
+    script.write_text(_SIGTERM_SCRIPT)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(marks)],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    deadline = time.monotonic() + 120
+    while len(list(marks.glob("*.started"))) < 2:
+        assert time.monotonic() < deadline and process.poll() is None, "workers did not start"
+        time.sleep(0.2)
+    workers = [int(path.read_text()) for path in marks.glob("*.started")]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    assert sorted(path.name for path in marks.iterdir()) == [
+        "0.interrupted",
+        "0.started",
+        "1.interrupted",
+        "1.started",
+    ]  # both runs interrupted in their workers; the other four never started
+    for pid in workers:  # the pool joined its workers before the parent exited
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "State:\tZ" in status.read_text()  # gone, or a zombie
+
+
 def test_step_mode_option_reaches_the_config():
     from hybridlib.config import RUNTIME_FIELDS
     from hybridlib.train import config_from_args

@@ -83,6 +83,28 @@ def test_entry_point_reports_errors_without_traceback():
     assert "unknown model 'resnet'" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_sigterm_interrupts_a_run_as_ctrl_c_does(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    argv = ["--dataset", "digits", "--epochs", "500", "--lr", "1e-3", "--out", str(run_dir)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hybridlib", "train", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoint.pt").is_file():  # the first epoch is saved
+        assert time.monotonic() < deadline and process.poll() is None, "no epoch finished"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert f"continue with: python -m hybridlib train --out {run_dir} --resume" in err
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+
 def test_train_evaluate_results(capsys, tmp_path):
     run_dir = tmp_path / "run"
     # a paper B model on a paper A data set: it takes 24x24 crops of the 32x32 images
