@@ -560,12 +560,16 @@ def test_real_tiny_imagenet(shared_data):
 
 @pytest.mark.realdata
 def test_real_cifar10_image_folder(shared_data):
+    """The complete CIFAR-10: paper A's 45,000 / 5,000 / 10,000, stratified."""
     bundle = load_dataset("cifar10", shared_data)
     assert bundle.source.endswith("cifar10-jpg")
-    assert bundle.classes == layouts.CIFAR10_CLASSES
-    # The subset has 1,000 training and 300 test images a class: 10 % held out.
-    assert bundle.sizes == {"train": 9000, "val": 1000, "test": 3000}
-    assert bundle.class_counts("val") == [100] * 10
+    assert bundle.classes == layouts.CIFAR10_CLASSES  # torchvision CIFAR10.classes order
+    assert bundle.sizes == {"train": 45_000, "val": 5_000, "test": 10_000}
+    assert bundle.class_counts("train") == [4_500] * 10
+    assert bundle.class_counts("val") == [500] * 10
+    assert bundle.class_counts("test") == [1_000] * 10
+    train, val = set(bundle._parts["train"].keys), set(bundle._parts["val"].keys)
+    assert not train & val and len(train | val) == 50_000  # the held-out 10 % is disjoint
     x, y = next(iter(bundle.loader("test", 32)))
     assert x.shape == (32, 3, 32, 32) and y.shape == (32,)
     quick = load_dataset("cifar10", shared_data, limit=200)
