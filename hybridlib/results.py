@@ -12,9 +12,27 @@
 
 Paper A's Table I and paper B's Table 1 report one run per cell and no error bars.
 With several seeds per cell we report mean +- standard deviation (sample std,
-n - 1) and the number of seeds, and for every pair of models a paper compares,
-Welch's t-test (unequal variances) says whether our difference is larger than
-the seed-to-seed noise.
+n - 1) and the number of seeds, and for every pair of models a paper compares:
+
+- the difference a - b (points) with its 95 % confidence interval, from Welch's
+  standard error sqrt(s_a^2 / n_a + s_b^2 / n_b) and the Welch-Satterthwaite degrees
+  of freedom (t quantile from scipy);
+- Welch's two-sided p, and the Holm-adjusted p over the family of comparisons of
+  one tests table: every comparison written into one `*_tests.csv`, per recipe
+  (paper A: 4 pairs x 3 data sets = 12; paper B: 4). The verdict uses the Holm p;
+- the minimum detectable effect (MDE): the smallest true difference the design
+  finds with 80 % power at alpha 0.05 two-sided, from the pooled seed sd and the
+  seeds per arm, solved exactly with the noncentral t distribution of the
+  equal-variance t-test (df = n_a + n_b - 2);
+- the test-set sampling noise: the binomial standard error of one run's accuracy,
+  sqrt(p (1 - p) / n_test) in points (n_test from each run's summary), beside the
+  seed sd. The seed sd is measured on one fixed test split, so it does not contain
+  this noise; a run on another test sample of the same size would.
+
+`paper_table` also gives, per cell, the range where one more run of ours, tested on
+another sample of n_test images, would land 95 % of the time (`run_low`,
+`run_high`), and whether the paper's single run lies in it (`paper_in_range`).
+`compare_recipes` gives the same interval, Holm p (over all its cells) and MDE.
 
 Any number of run and grid directories merge into one table: the shards of a grid
 (`reproduce --shard i/n`), in one shared directory or in one directory per machine,
@@ -43,6 +61,7 @@ __all__ = [
     "PAPER_A",
     "PAPER_B",
     "TABLES",
+    "binomial_se",
     "cli_results",
     "compare_pairs",
     "compare_recipes",
@@ -51,10 +70,15 @@ __all__ = [
     "dataset_label",
     "dataset_labels",
     "find_run_dirs",
+    "holm",
+    "minimum_detectable_effect",
+    "one_run_range",
     "paper_table",
+    "pooled_sd",
     "provenance",
     "read_runs",
     "to_markdown",
+    "welch_interval",
     "wide_table",
     "write_tables",
 ]
@@ -235,7 +259,11 @@ def paper_table(
         recipes are mixed) with columns n_seeds, mean, std, min, max (test accuracy in
         %), paper (the paper's %, NaN where it has none), diff (mean - paper, points),
         seeds (the seeds used), epochs and train_size (training images per run, NaN
-        where unknown or where the cell's runs differ).
+        where unknown or where the cell's runs differ), test_size (test images per
+        run), se_test (binomial standard error of one run's accuracy on them, points),
+        run_low / run_high (`one_run_range`: where one more run of ours on another
+        test sample of that size lands 95 % of the time) and paper_in_range (whether
+        the paper's single run lies in that range; None where either is missing).
     """
     spec = _table_spec(table)
     runs = complete_runs(runs)
@@ -258,6 +286,10 @@ def paper_table(
                 accuracy = cell["test_acc"].astype(float).to_numpy() * 100.0
                 paper = spec["paper"].get(model, {}).get(dataset, math.nan)
                 mean = float(accuracy.mean()) if len(accuracy) else math.nan
+                std = float(accuracy.std(ddof=1)) if len(accuracy) > 1 else math.nan
+                n_test = _test_size(cell)
+                se_test = binomial_se(mean, n_test)
+                low, high = one_run_range(mean, std, len(accuracy), se_test)
                 rows.append(
                     {
                         "recipe": recipe,
@@ -265,7 +297,7 @@ def paper_table(
                         "dataset": dataset,
                         "n_seeds": len(accuracy),
                         "mean": mean,
-                        "std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else math.nan,
+                        "std": std,
                         "min": float(accuracy.min()) if len(accuracy) else math.nan,
                         "max": float(accuracy.max()) if len(accuracy) else math.nan,
                         "paper": paper,
@@ -273,6 +305,15 @@ def paper_table(
                         "seeds": " ".join(str(int(s)) for s in sorted(cell["seed"])),
                         "epochs": " ".join(str(int(e)) for e in sorted(set(cell["epochs"]))),
                         "train_size": _train_size(cell),
+                        "test_size": n_test,
+                        "se_test": se_test,
+                        "run_low": low,
+                        "run_high": high,
+                        "paper_in_range": (
+                            bool(low <= paper <= high)
+                            if not (math.isnan(paper) or math.isnan(low))
+                            else None
+                        ),
                     }
                 )
     frame = pd.DataFrame(rows)
@@ -280,6 +321,11 @@ def paper_table(
     if len(recipes) == 1:
         frame = frame.drop(columns="recipe")
     return frame.set_index(keys)
+
+
+def _test_size(cell: pd.DataFrame) -> float:
+    sizes = set(cell["test_size"].dropna().astype(int)) if "test_size" in cell else set()
+    return float(sizes.pop()) if len(sizes) == 1 else math.nan
 
 
 def _train_size(cell: pd.DataFrame) -> float:
@@ -348,12 +394,18 @@ def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.Da
     Args:
         runs: a `read_runs` frame, or run / grid directories.
         table: "paper-a" or "paper-b".
-        alpha: significance level for the verdict.
+        alpha: significance level for the verdict (on the Holm-adjusted p).
     Returns:
         One row per (dataset, a, b): seeds and mean accuracy (%) of each, our
-        difference a - b, the paper's difference, Welch's t and two-sided p, and
-        a verdict. Runs of several recipes are compared within each recipe (a
-        first column `recipe` then says which).
+        difference a - b (points) with its 95 % interval (ci_low, ci_high; Welch's
+        standard error and Welch-Satterthwaite df), the paper's difference, Welch's
+        t, df and two-sided p, the Holm-adjusted p (`p_holm`) over the family of
+        every comparison in the table, and the verdict on it; then the seed sd of
+        each model (sd_a, sd_b), the pooled seed sd, the minimum detectable effect
+        (`mde`, points; `minimum_detectable_effect`) and the binomial standard error
+        of one run's accuracy on the test split (se_test_a, se_test_b, points). Runs
+        of several recipes are compared within each recipe (a first column `recipe`
+        then says which), and the Holm family is then each recipe's comparisons.
     """
     spec = _table_spec(table)
     runs = complete_runs(runs)
@@ -361,6 +413,7 @@ def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.Da
     rows = []
     for recipe in recipes:
         same = runs[runs["recipe"].fillna("paper") == recipe]
+        family = []
         for dataset in _datasets_in(same, spec):
             for a, b in spec["pairs"]:
                 acc_a = _accuracies(same, a, dataset)
@@ -369,7 +422,7 @@ def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.Da
                     continue
                 paper_a = spec["paper"].get(a, {}).get(dataset, math.nan)
                 paper_b = spec["paper"].get(b, {}).get(dataset, math.nan)
-                rows.append(
+                family.append(
                     {
                         "recipe": recipe,
                         "dataset": dataset,
@@ -377,10 +430,14 @@ def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.Da
                         "b": b,
                         **_welch(acc_a, acc_b, alpha),
                         "paper_diff": paper_a - paper_b,
+                        "se_test_a": _cell_se(same, a, dataset),
+                        "se_test_b": _cell_se(same, b, dataset),
                     }
                 )
-    columns = ["dataset", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "paper_diff"]
-    columns += ["t", "p_value", "verdict"]
+        rows += _holm_verdicts(family, alpha)
+    columns = ["dataset", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low"]
+    columns += ["ci_high", "paper_diff", "t", "df", "p_value", "p_holm", "verdict"]
+    columns += ["sd_a", "sd_b", "sd_pooled", "mde", "se_test_a", "se_test_b"]
     if len(recipes) > 1:
         columns = ["recipe", *columns]
     return pd.DataFrame(rows, columns=columns)
@@ -400,19 +457,22 @@ def compare_recipes(
         runs: a `read_runs` frame, or run / grid directories, holding runs of both recipes.
         table: "paper-a" or "paper-b" (its models and numbers).
         base, other: the two recipes; differences are other - base.
-        alpha: significance level for the verdict.
+        alpha: significance level for the verdict (on the Holm-adjusted p).
     Returns:
         One row per (model, dataset) with runs of both recipes: seeds and mean test
-        accuracy (%) of each (n_a, mean_a: `other`; n_b, mean_b: `base`), diff, t,
-        p_value, verdict, the paper's number, whether `other`'s mean beats it and
-        beats `base`'s (`beats_paper`, `beats_base`: larger mean, and for the latter
-        a significant Welch test), and the mean training time per run of each
-        recipe (`time_base_s`, `time_other_s`).
+        accuracy (%) of each (n_a, mean_a: `other`; n_b, mean_b: `base`), diff with its
+        95 % interval (ci_low, ci_high), t, df, p_value, the Holm-adjusted p over the
+        family of all the table's cells (`p_holm`), the verdict on it, the paper's
+        number, whether `other`'s mean beats it and beats `base`'s (`beats_paper`,
+        `beats_base`: larger mean, and for the latter a significant Holm-adjusted
+        test), the mean training time per run of each recipe (`time_base_s`,
+        `time_other_s`), the seed sds, the minimum detectable effect (`mde`) and the
+        binomial standard errors of one run's accuracy (`se_test_a`, `se_test_b`).
     """
     spec = _table_spec(table)
     runs = complete_runs(runs)
     recipe = runs["recipe"].fillna("paper")
-    rows = []
+    family = []
     for model in spec["models"]:
         for dataset in _datasets_in(runs, spec):
             acc_base = _accuracies(runs[recipe == base], model, dataset)
@@ -421,21 +481,157 @@ def compare_recipes(
                 continue
             test = _welch(acc_other, acc_base, alpha)
             paper = spec["paper"].get(model, {}).get(dataset, math.nan)
-            rows.append(
+            family.append(
                 {
                     "model": model,
                     "dataset": dataset,
                     **test,
                     "paper": paper,
                     "beats_paper": bool(test["mean_a"] > paper) if not math.isnan(paper) else None,
-                    "beats_base": bool(test["diff"] > 0 and test["p_value"] < alpha),
                     "time_base_s": _mean_time(runs[recipe == base], model, dataset),
                     "time_other_s": _mean_time(runs[recipe == other], model, dataset),
+                    "se_test_a": _cell_se(runs[recipe == other], model, dataset),
+                    "se_test_b": _cell_se(runs[recipe == base], model, dataset),
                 }
             )
-    columns = ["model", "dataset", "n_a", "n_b", "mean_a", "mean_b", "diff", "t", "p_value"]
-    columns += ["verdict", "paper", "beats_paper", "beats_base", "time_base_s", "time_other_s"]
+    rows = _holm_verdicts(family, alpha)
+    for row in rows:
+        row["beats_base"] = bool(row["diff"] > 0 and row["p_holm"] < alpha)
+    columns = ["model", "dataset", "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low"]
+    columns += ["ci_high", "t", "df", "p_value", "p_holm", "verdict", "paper", "beats_paper"]
+    columns += ["beats_base", "time_base_s", "time_other_s", "sd_a", "sd_b", "sd_pooled"]
+    columns += ["mde", "se_test_a", "se_test_b"]
     return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------
+
+
+def welch_interval(
+    acc_a: Sequence[float], acc_b: Sequence[float], level: float = 0.95
+) -> tuple[float, float, float]:
+    """(low, high, df): the `level` confidence interval of mean(a) - mean(b), Welch.
+
+    Standard error sqrt(s_a^2 / n_a + s_b^2 / n_b) (sample variances, n - 1), degrees
+    of freedom by Welch-Satterthwaite, (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 /
+    (n_b - 1)) with v = s^2 / n, and the t quantile from scipy. NaN with fewer than
+    two values in either arm or no variance at all.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(acc_a, dtype=float), np.asarray(acc_b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan, math.nan
+    v_a, v_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if v_a + v_b == 0:
+        return math.nan, math.nan, math.nan
+    df = (v_a + v_b) ** 2 / (v_a**2 / (len(a) - 1) + v_b**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * math.sqrt(v_a + v_b)
+    diff = float(a.mean() - b.mean())
+    return diff - half, diff + half, float(df)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the given order; NaN stays NaN and is not
+    counted in the family.
+
+    With the m p-values sorted, p_(1) <= ... <= p_(m): adjusted p_(i) = max over j <= i
+    of min(1, (m - j + 1) p_(j)). Rejecting where the adjusted p < alpha keeps the
+    chance of any false positive in the family at most alpha.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, math.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    running = 0.0
+    for rank, i in enumerate(valid[np.argsort(p[valid], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def pooled_sd(acc_a: Sequence[float], acc_b: Sequence[float]) -> float:
+    """The pooled seed sd, sqrt(((n_a - 1) s_a^2 + (n_b - 1) s_b^2) / (n_a + n_b - 2))."""
+    a, b = np.asarray(acc_a, dtype=float), np.asarray(acc_b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    ss = (len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)
+    return float(math.sqrt(ss / (len(a) + len(b) - 2)))
+
+
+def minimum_detectable_effect(
+    sd: float, n_a: int, n_b: int | None = None, *, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest true difference (in sd's unit) found with `power` at two-sided `alpha`.
+
+    The equal-variance two-sample t-test with df = n_a + n_b - 2: the noncentrality
+    lambda solving P(|T| > t_(1 - alpha/2, df) | T ~ noncentral t(df, lambda)) = power,
+    times the standard error sd * sqrt(1/n_a + 1/n_b). (The normal approximation with t
+    quantiles, (t_(1 - alpha/2, df) + t_(power, df)) * sd * sqrt(1/n_a + 1/n_b), is
+    close and a little smaller.) NaN without an sd or with fewer than 2 seeds per arm.
+    """
+    from scipy import optimize, stats
+
+    n_b = n_a if n_b is None else n_b
+    if n_a < 2 or n_b < 2 or sd is None or not math.isfinite(sd):
+        return math.nan
+    df = n_a + n_b - 2
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def shortfall(nc: float) -> float:
+        return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)) - power
+
+    high = 1.0  # widen the bracket step by step (scipy's nct is NaN far out in the tail)
+    while shortfall(high) < 0:
+        high *= 2
+    nc = optimize.brentq(shortfall, 0.0, high, xtol=1e-10)
+    return float(nc * sd * math.sqrt(1 / n_a + 1 / n_b))
+
+
+def binomial_se(accuracy: float, n_test: float) -> float:
+    """sqrt(p (1 - p) / n_test) in points for an accuracy `accuracy` in % on n_test images:
+    the test-set sampling noise of one run's accuracy."""
+    if n_test is None or not n_test or math.isnan(n_test) or math.isnan(accuracy):
+        return math.nan
+    p = accuracy / 100.0
+    return float(100.0 * math.sqrt(p * (1 - p) / n_test))
+
+
+def one_run_range(
+    mean: float, sd: float, n: int, se_test: float, level: float = 0.95
+) -> tuple[float, float]:
+    """Where one more run lands with probability `level`, tested on another sample of
+    the test set's size: mean +- t_(level, df) * sqrt(sd^2 (1 + 1/n) + 2 se_test^2).
+
+    sd^2 (1 + 1/n): a new seed's spread and the uncertainty of our mean; 2 se_test^2:
+    our test split and the other sample each differ from the population by binomial
+    noise (the seed sd, measured on one fixed split, holds none of it). The seed part
+    is estimated from n seeds (n - 1 df), the binomial part is known, so df is
+    Welch-Satterthwaite's: (A + B)^2 / (A^2 / (n - 1)) with A, B the two parts. This is
+    the range a paper's single run of the same set-up would fall in. NaN below 2 seeds.
+    """
+    from scipy import stats
+
+    if n < 2 or math.isnan(sd):
+        return math.nan, math.nan
+    seeds = sd**2 * (1 + 1 / n)
+    test = 2 * se_test**2 if not math.isnan(se_test) else 0.0
+    if seeds + test == 0:
+        return mean, mean
+    df = (seeds + test) ** 2 / (seeds**2 / (n - 1)) if seeds > 0 else math.inf
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * math.sqrt(seeds + test)
+    return max(0.0, mean - half), min(100.0, mean + half)  # accuracies lie in 0..100 %
+
+
+def _holm_verdicts(family: list[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """The rows of one family with their Holm p and the verdict on it."""
+    adjusted = holm([row["p_value"] for row in family])
+    for row, p_holm in zip(family, adjusted, strict=True):
+        row["p_holm"] = float(p_holm)
+        row["verdict"] = _verdict(row["n_a"], row["n_b"], row["diff"], p_holm, alpha)
+    return family
 
 
 def _datasets_in(runs: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
@@ -447,7 +643,8 @@ def _datasets_in(runs: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
 
 
 def _welch(acc_a: np.ndarray, acc_b: np.ndarray, alpha: float) -> dict[str, Any]:
-    """Seeds, means, difference a - b, Welch's t and two-sided p, and a verdict."""
+    """Seeds, means, difference a - b with its 95 % interval, Welch's t, df and two-sided
+    p, the seed sds and the minimum detectable effect; the verdict comes with Holm."""
     from scipy import stats
 
     t = p = math.nan
@@ -457,16 +654,31 @@ def _welch(acc_a: np.ndarray, acc_b: np.ndarray, alpha: float) -> dict[str, Any]
             result = stats.ttest_ind(acc_a, acc_b, equal_var=False)
         t, p = float(result.statistic), float(result.pvalue)
     diff = float(acc_a.mean() - acc_b.mean()) if len(acc_a) and len(acc_b) else math.nan
+    low, high, df = welch_interval(acc_a, acc_b)
+    sd = pooled_sd(acc_a, acc_b)
     return {
         "n_a": len(acc_a),
         "n_b": len(acc_b),
         "mean_a": float(acc_a.mean()) if len(acc_a) else math.nan,
         "mean_b": float(acc_b.mean()) if len(acc_b) else math.nan,
         "diff": diff,
+        "ci_low": low,
+        "ci_high": high,
         "t": t,
+        "df": df,
         "p_value": p,
-        "verdict": _verdict(acc_a, acc_b, diff, p, alpha),
+        "sd_a": float(acc_a.std(ddof=1)) if len(acc_a) > 1 else math.nan,
+        "sd_b": float(acc_b.std(ddof=1)) if len(acc_b) > 1 else math.nan,
+        "sd_pooled": sd,
+        "mde": minimum_detectable_effect(sd, len(acc_a), len(acc_b), alpha=alpha),
     }
+
+
+def _cell_se(runs: pd.DataFrame, model: str, dataset: str) -> float:
+    """The binomial standard error (points) of one run's accuracy in a cell."""
+    cell = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
+    accuracy = cell["test_acc"].astype(float) * 100.0
+    return binomial_se(float(accuracy.mean()) if len(accuracy) else math.nan, _test_size(cell))
 
 
 def _accuracies(runs: pd.DataFrame, model: str, dataset: str) -> np.ndarray:
@@ -480,13 +692,13 @@ def _mean_time(runs: pd.DataFrame, model: str, dataset: str) -> float:
     return float(times.mean()) if len(times) else math.nan
 
 
-def _verdict(acc_a, acc_b, diff: float, p: float, alpha: float) -> str:
-    if len(acc_a) < 2 or len(acc_b) < 2:
+def _verdict(n_a: int, n_b: int, diff: float, p_holm: float, alpha: float) -> str:
+    if n_a < 2 or n_b < 2:
         return "needs >= 2 seeds per model"
-    if math.isnan(p):
+    if math.isnan(p_holm):
         return "identical runs" if diff == 0 else "no seed noise to compare with"
-    if p < alpha:
-        return f"larger than seed noise (p < {alpha:g})"
+    if p_holm < alpha:
+        return f"larger than seed noise (Holm p < {alpha:g})"
     return "within seed noise"
 
 
@@ -574,14 +786,15 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
         paths["table_md"],
         f"# {spec['title']}\n\n{header}\n"
         + to_markdown(wide_table(long))
-        + "\nOurs: mean ± sample standard deviation over n seeds; diff = ours - paper.\n",
+        + "\nOurs: mean ± sample standard deviation over n seeds; diff = ours - paper.\n"
+        + "\n## Our cells against the paper's single run\n\n"
+        + to_markdown(range_table(long), index=False)
+        + RANGE_NOTE,
     )
     _write_atomic(
         paths["tests_md"],
         f"# {spec['title']}: are the differences larger than seed noise?\n\n{header}\n"
-        "Welch's t-test (two-sided, unequal variances) on the per-seed test accuracies; "
-        "diff = a - b in points.\n\n"
-        + to_markdown(tests.assign(p_value=tests["p_value"].map(_p_text)), index=False),
+        + tests_markdown(tests),
     )
     _write_atomic(paths["provenance"], json.dumps(stamp, indent=2) + "\n")
     recipes = set(complete_runs(runs)["recipe"].fillna("paper"))
@@ -596,6 +809,106 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
             + recipes_markdown(compared, runs),
         )
     return paths
+
+
+RANGE_NOTE = (
+    "\nsd: seed-to-seed sample standard deviation, on one fixed test split; test SE: the "
+    "binomial standard error sqrt(p (1 - p) / n_test) of one run's accuracy on n_test "
+    "test images (test-set sampling noise, not in the sd); one-run 95 % range: mean ± "
+    "t sqrt(sd² (1 + 1/n) + 2 SE²) (Welch-Satterthwaite df), where one more run of ours "
+    "tested on another "
+    "sample of n_test images would land 95 % of the time; in range: whether the paper's "
+    "single run lies in it.\n"
+)
+
+TESTS_NOTE = (
+    "\ndiff = a - b in points, with its 95 % confidence interval (Welch's standard error, "
+    "Welch-Satterthwaite df, t quantile). p: Welch's t-test, two-sided. Holm p: adjusted "
+    "by Holm's step-down method over the family of every comparison in this table "
+    "({family}); the verdict uses the Holm p at 0.05. MDE: the smallest true difference "
+    "this design detects with 80 % power at 0.05 two-sided (before the Holm correction), "
+    "from the pooled seed sd and the seeds per model (noncentral t, df = n_a + n_b - 2). "
+    "seed sd: the sample sd of each model's seeds (a, b); test SE: the binomial standard "
+    "error of one run's accuracy on the test split (a, b), all in points.\n"
+)
+
+
+def _interval_text(low: float, high: float) -> str:
+    return "-" if math.isnan(low) else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def _pair_text(a: float, b: float, fmt: str = ".2f") -> str:
+    return ", ".join("-" if math.isnan(v) else format(v, fmt) for v in (a, b))
+
+
+def tests_markdown(tests: pd.DataFrame) -> str:
+    """`compare_pairs` as a readable markdown table and a note on every column."""
+    shown = pd.DataFrame(
+        {
+            **({"recipe": tests["recipe"]} if "recipe" in tests else {}),
+            "dataset": tests["dataset"],
+            "a": tests["a"],
+            "b": tests["b"],
+            "n_a": tests["n_a"],
+            "n_b": tests["n_b"],
+            "mean_a": tests["mean_a"],
+            "mean_b": tests["mean_b"],
+            "diff": tests["diff"].map(lambda v: "-" if math.isnan(v) else f"{v:+.2f}"),
+            "95 % CI": [
+                _interval_text(lo, hi)
+                for lo, hi in zip(tests["ci_low"], tests["ci_high"], strict=True)
+            ],
+            "paper_diff": tests["paper_diff"],
+            "p": tests["p_value"].map(_p_text),
+            "Holm p": tests["p_holm"].map(_p_text),
+            "verdict": tests["verdict"],
+            "MDE": tests["mde"],
+            "seed sd (a, b)": [
+                _pair_text(a, b) for a, b in zip(tests["sd_a"], tests["sd_b"], strict=True)
+            ],
+            "test SE (a, b)": [
+                _pair_text(a, b)
+                for a, b in zip(tests["se_test_a"], tests["se_test_b"], strict=True)
+            ],
+        }
+    )
+    if "recipe" in tests:
+        sizes = tests.groupby("recipe")["p_value"].count()
+        family = "; ".join(f"{r}: {n} comparisons" for r, n in sizes.items())
+    else:
+        family = f"{int(tests['p_value'].notna().sum())} comparisons"
+    return to_markdown(shown, index=False) + TESTS_NOTE.format(family=family)
+
+
+def range_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Per cell of a `paper_table`: mean, seed sd, test SE, the one-run range, the
+    paper's number and whether it lies in the range."""
+    frame = long.reset_index()
+    names = dataset_labels(frame)
+
+    def number(v, fmt=".1f"):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    return pd.DataFrame(
+        {
+            **({"recipe": frame["recipe"]} if "recipe" in frame else {}),
+            "model": frame["model"].map(lambda m: LABELS.get(m, m)),
+            "data set": frame["dataset"].map(names),
+            "n": frame["n_seeds"],
+            "mean": frame["mean"].map(number),
+            "sd": frame["std"].map(lambda v: number(v, ".2f")),
+            "n_test": frame["test_size"].map(lambda v: number(v, ".0f")),
+            "test SE": frame["se_test"].map(lambda v: number(v, ".2f")),
+            "one-run 95 % range": [
+                "-" if math.isnan(lo) else f"{lo:.1f} to {hi:.1f}"
+                for lo, hi in zip(frame["run_low"], frame["run_high"], strict=True)
+            ],
+            "paper": frame["paper"].map(lambda v: number(v, ".0f")),
+            "in range": frame["paper_in_range"].map(
+                lambda v: "-" if v is None or v != v else ("yes" if v else "no")
+            ),
+        }
+    )
 
 
 def _p_text(p: float) -> str:
@@ -618,8 +931,14 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
                 f"{m:.1f} (n={n})" for m, n in zip(compared["mean_a"], compared["n_a"], strict=True)
             ],
             "diff": compared["diff"].map("{:+.1f}".format),
+            "95 % CI": [
+                _interval_text(lo, hi)
+                for lo, hi in zip(compared["ci_low"], compared["ci_high"], strict=True)
+            ],
             "p": compared["p_value"].map(_p_text),
+            "Holm p": compared["p_holm"].map(_p_text),
             "verdict": compared["verdict"],
+            "MDE": compared["mde"].map(lambda v: "-" if math.isnan(v) else f"{v:.1f}"),
             "paper": compared["paper"].map(lambda p: "-" if math.isnan(p) else f"{p:.0f}"),
             "s / run (paper's, improved)": [
                 f"{a:.0f}, {b:.0f}"
@@ -629,8 +948,12 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
     )
     lines = [
         to_markdown(shown, index=False),
-        "\nAccuracy: mean test accuracy (%) over n seeds; diff = improved - paper's recipe; "
-        "p: Welch's t-test (two-sided). Time: mean training seconds per run.\n",
+        "\nAccuracy: mean test accuracy (%) over n seeds; diff = improved - paper's recipe, "
+        "with its 95 % confidence interval (Welch, Welch-Satterthwaite df); p: Welch's "
+        f"t-test (two-sided); Holm p: adjusted over the family of all {len(compared)} cells "
+        "of this table, and the verdict uses it; MDE: the smallest difference (points) "
+        "detected with 80 % power at 0.05 two-sided from the pooled seed sd (noncentral t). "
+        "Time: mean training seconds per run.\n",
         "\n## Best per data set\n",
     ]
     for dataset in dict.fromkeys(compared["dataset"]):
@@ -775,7 +1098,10 @@ def cli_results(args) -> int:
     _print(wide_table(long), args.markdown)
     tests = compare_pairs(runs, args.table)
     if not tests.empty:
-        print("\nWelch's t-test between the models the paper compares (diff = a - b, points):")
+        print(
+            "\nWelch's t-test between the models the paper compares (diff = a - b, points; "
+            "Holm p over these comparisons):"
+        )
         _print(tests, args.markdown, index=False)
     return 0
 

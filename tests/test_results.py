@@ -30,6 +30,7 @@ def make_run(
     recipe="paper",
     train_size=None,
     train_time_s=60.0,
+    test_size=None,
 ):
     """A run directory as `run_training` leaves it (without the checkpoint)."""
     run_dir = root / f"{dataset}-{model}-s{seed}"
@@ -64,6 +65,7 @@ def make_run(
         "torch": torch.__version__,
         "train_time_s": train_time_s,
         "sizes": {"train": train_size} if train_size else None,
+        "test_size": test_size,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     confusion = pd.DataFrame(np.eye(3, dtype=int) * 5, index=list("abc"), columns=list("abc"))
@@ -149,10 +151,115 @@ def test_welch_t_test_between_compared_models(grid):
     assert cifar.loc[("cnn_lstm_skip", "cnn"), "verdict"] == "within seed noise"  # 80 vs 80
     assert cifar.loc[("cnn_lstm_skip", "cnn_lstm"), "diff"] == pytest.approx(10.0)
     assert set(tests["verdict"]) <= {
-        "larger than seed noise (p < 0.05)",
+        "larger than seed noise (Holm p < 0.05)",
         "within seed noise",
         "identical runs",
     }
+
+
+def test_welch_interval_is_the_hand_computation():
+    a, b = np.array([70.0, 71.5, 69.0, 72.0]), np.array([66.0, 68.5, 67.0])
+    low, high, df = results.welch_interval(a, b)
+    v_a, v_b = a.var(ddof=1) / 4, b.var(ddof=1) / 3
+    expected_df = (v_a + v_b) ** 2 / (v_a**2 / 3 + v_b**2 / 2)
+    half = stats.t.ppf(0.975, expected_df) * np.sqrt(v_a + v_b)
+    diff = a.mean() - b.mean()
+    assert df == pytest.approx(expected_df)
+    assert (low, high) == pytest.approx((diff - half, diff + half))
+    scipy_ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((scipy_ci.low, scipy_ci.high))
+    assert np.isnan(results.welch_interval([1.0], [2.0, 3.0])[0])
+
+
+def test_holm_on_a_known_example():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 -> max(0.06, 0.04)
+    adjusted = results.holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+    # a NaN is not a member of the family; adjusted p never exceeds 1
+    adjusted = results.holm([0.2, np.nan, 0.6])
+    assert np.isnan(adjusted[1])
+    np.testing.assert_allclose(adjusted[[0, 2]], [0.4, 0.6])
+    np.testing.assert_allclose(results.holm([0.5, 0.9]), [1.0, 1.0])
+
+
+def test_minimum_detectable_effect():
+    mde = results.minimum_detectable_effect(1.0, 3)
+    # by definition: at that difference the t-test (df = 4) rejects with 80 % power
+    df, crit = 4, stats.t.ppf(0.975, 4)
+    nc = mde / np.sqrt(2 / 3)
+    power = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    assert power == pytest.approx(0.8, abs=1e-6)
+    # close to, and a little above, the normal approximation with t quantiles
+    approx = (crit + stats.t.ppf(0.8, df)) * np.sqrt(2 / 3)
+    assert approx < mde < 1.05 * approx
+    # linear in the sd, smaller with more seeds
+    assert results.minimum_detectable_effect(2.0, 3) == pytest.approx(2 * mde)
+    values = [results.minimum_detectable_effect(1.0, n) for n in (2, 3, 5, 10, 30)]
+    assert all(x > y for x, y in zip(values, values[1:], strict=False))
+    assert values[-1] == pytest.approx(2.8 * np.sqrt(2 / 30), rel=0.05)  # ~ (1.96 + 0.84)
+    assert np.isnan(results.minimum_detectable_effect(1.0, 1))
+
+
+def test_binomial_standard_error_of_one_run():
+    assert results.binomial_se(90.0, 676) == pytest.approx(100 * np.sqrt(0.9 * 0.1 / 676))
+    assert results.binomial_se(50.0, 10_000) == pytest.approx(0.5)
+    assert np.isnan(results.binomial_se(90.0, float("nan")))
+
+
+def test_one_run_range():
+    low, high = results.one_run_range(60.0, 1.0, 3, 0.0)
+    half = stats.t.ppf(0.975, 2) * np.sqrt(1 + 1 / 3)  # seed noise only: t with n - 1 df
+    assert (low, high) == pytest.approx((60 - half, 60 + half))
+    low, high = results.one_run_range(60.0, 0.0, 3, 1.0)  # test-set noise only: normal
+    assert high - 60 == pytest.approx(stats.norm.ppf(0.975) * np.sqrt(2))
+    wider = results.one_run_range(60.0, 1.0, 3, 1.0)
+    assert wider[1] - wider[0] > high - low
+
+
+def test_compare_pairs_gives_interval_holm_mde_and_test_noise(tmp_path):
+    values = {
+        ("cnn", "cifar10"): (0.80, 0.81, 0.79),
+        ("cnn_lstm", "cifar10"): (0.70, 0.72, 0.69),
+        ("cnn_lstm_skip", "cifar10"): (0.79, 0.83, 0.78),
+        ("autoencoder", "cifar10"): (0.76, 0.79, 0.80),
+    }
+    for (model, dataset), accuracies in values.items():
+        for seed, value in enumerate(accuracies):
+            make_run(tmp_path, model, dataset, seed, value, test_size=3_000)
+    tests = results.compare_pairs(tmp_path, "paper-a")
+    assert len(tests) == 4
+    np.testing.assert_allclose(tests["p_holm"], results.holm(tests["p_value"]))
+    assert (tests["p_holm"] >= tests["p_value"]).all()
+    for _, row in tests.iterrows():
+        a = np.array(values[(row["a"], "cifar10")]) * 100
+        b = np.array(values[(row["b"], "cifar10")]) * 100
+        assert (row["ci_low"], row["ci_high"], row["df"]) == pytest.approx(
+            results.welch_interval(a, b)
+        )
+        assert row["ci_low"] < row["diff"] < row["ci_high"]
+        sd = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)  # equal n: the mean variance
+        assert row["sd_pooled"] == pytest.approx(sd)
+        assert row["mde"] == pytest.approx(results.minimum_detectable_effect(sd, 3, 3))
+        assert row["se_test_a"] == pytest.approx(
+            100 * np.sqrt(a.mean() / 100 * (1 - a.mean() / 100) / 3_000)
+        )
+        holm_significant = row["p_holm"] < 0.05
+        assert row["verdict"].startswith("larger than seed noise") == holm_significant
+    # the interval excludes 0 exactly where Welch's p < 0.05
+    excludes = (tests["ci_low"] > 0) | (tests["ci_high"] < 0)
+    assert excludes.tolist() == (tests["p_value"] < 0.05).tolist()
+    # one that is significant alone but not after Holm: the verdict follows Holm
+    lonely = tests[(tests["p_value"] < 0.05) & (tests["p_holm"] >= 0.05)]
+    assert (lonely["verdict"] == "within seed noise").all()
+    table = results.paper_table(tmp_path, "paper-a")
+    cell = table.loc[("cnn", "cifar10")]
+    assert cell["test_size"] == 3_000
+    assert cell["se_test"] == pytest.approx(100 * np.sqrt(0.8 * 0.2 / 3_000))
+    assert (cell["run_low"], cell["run_high"]) == pytest.approx(
+        results.one_run_range(80.0, 1.0, 3, cell["se_test"])
+    )
+    assert cell["paper_in_range"]  # paper A: 80 %
+    assert not table.loc[("cnn_lstm", "cifar10"), "paper_in_range"]  # ours 70.3, paper 80
 
 
 def test_one_seed_is_not_enough_for_a_test(tmp_path):
@@ -213,6 +320,10 @@ def test_compare_recipes(tmp_path):
     assert cnn["mean_a"] == pytest.approx(71.0) and cnn["mean_b"] == pytest.approx(61.0)
     expected = stats.ttest_ind([70, 71, 72], [60, 62, 61], equal_var=False)
     assert cnn["p_value"] == pytest.approx(expected.pvalue)
+    ci = expected.confidence_interval(0.95)
+    assert (cnn["ci_low"], cnn["ci_high"]) == pytest.approx((ci.low, ci.high))
+    np.testing.assert_allclose(compared["p_holm"], results.holm(compared["p_value"]))
+    assert cnn["mde"] == pytest.approx(results.minimum_detectable_effect(1.0, 3))
     assert bool(cnn["beats_base"]) and not bool(cnn["beats_paper"])  # paper A: 80 %
     assert (cnn["time_base_s"], cnn["time_other_s"]) == (100.0, 200.0)
     lstm = compared.loc["cnn_lstm"]
