@@ -50,12 +50,18 @@ def test_committed_table_is_what_its_runs_regenerate(folder):
     regenerated = results.paper_table(runs, table)
     assert list(committed.index) == list(regenerated.index)
     assert committed["n_seeds"].tolist() == regenerated["n_seeds"].tolist()
-    for column in ("mean", "std", "paper"):
+    for column in ("mean", "std", "paper", "test_size", "se_test", "run_low", "run_high"):
         np.testing.assert_allclose(committed[column], regenerated[column], atol=1e-4)
+    assert committed["paper_in_range"].tolist() == regenerated["paper_in_range"].tolist()
     tests = pd.read_csv(RESULTS / folder / f"{prefix}_tests.csv")
-    np.testing.assert_allclose(
-        tests["p_value"], results.compare_pairs(runs, table)["p_value"], rtol=1e-4
-    )
+    again = results.compare_pairs(runs, table)
+    assert tests["verdict"].tolist() == again["verdict"].tolist()
+    for column in ("p_value", "p_holm", "ci_low", "ci_high", "df", "mde", "se_test_a", "se_test_b"):
+        np.testing.assert_allclose(tests[column], again[column], rtol=1e-4, atol=1e-4)
+    # the Holm family is the whole table, and every verdict follows its Holm p
+    np.testing.assert_allclose(tests["p_holm"], results.holm(tests["p_value"]), rtol=1e-4)
+    assert (tests["verdict"].str.startswith("larger") == (tests["p_holm"] < 0.05)).all()
+    assert "Holm p" in (RESULTS / folder / f"{prefix}_tests.md").read_text()
 
 
 @pytest.mark.parametrize("folder", STUDY)
@@ -97,7 +103,9 @@ def test_committed_recipe_comparison_is_what_the_runs_regenerate():
     )
     assert len(compared) == len(regenerated) > 0
     assert compared["model"].tolist() == regenerated["model"].tolist()
-    for column in ("mean_a", "mean_b", "p_value", "time_base_s", "time_other_s"):
+    assert compared["verdict"].tolist() == regenerated["verdict"].tolist()
+    columns = ("mean_a", "mean_b", "p_value", "p_holm", "ci_low", "ci_high", "mde")
+    for column in (*columns, "time_base_s", "time_other_s"):
         expected = regenerated[column].astype(float)
         np.testing.assert_allclose(compared[column], expected, rtol=1e-4, equal_nan=True)
 
