@@ -105,7 +105,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="deterministic kernels (slower; bit-exact resume on CPU)",
     )
-    p.add_argument("--no-augment", action="store_true", help="turn the training flips off")
+    p.add_argument("--no-augment", action="store_true", help="turn the training augmentation off")
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal and vertical flips while augmenting (default: on for "
+        "train and paper A, off for paper B's grid, which names crops only)",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="L2 weight decay of the optimiser (default: the recipe's, 0 for the paper's; "
+        "in paper B's grid 5e-4 on its regularised CNN only; given here: every run)",
+    )
     p.add_argument(
         "--no-amp",
         action="store_true",

@@ -81,8 +81,9 @@ class RunConfig:
     momentum: float = 0.9  # SGD momentum only (dimensionless)
     seed: int = 0  # seeds weights, shuffling, flips and dropout
 
-    # Augmentation (paper A: horizontal and vertical flips only).
-    augment: bool = True  # random flips of training images (paper B's models also crop)
+    # Augmentation (paper A: horizontal and vertical flips only; paper B: 24x24 crops only).
+    augment: bool = True  # augment training images: flips (if `flip`), crops (paper B models)
+    flip: bool = True  # random horizontal and vertical flips while augmenting; paper B: False
 
     # The improved recipe's knobs; the defaults are the paper's (off).
     recipe: str = "paper"  # paper | improved: see RECIPES
@@ -221,6 +222,8 @@ class RunConfig:
         parts += [f"--lr {self.lr:g}", f"--val-every {self.val_every}", f"--seed {self.seed}"]
         if self.recipe != "paper":
             parts.append(f"--recipe {self.recipe}")
+        if self.weight_decay != RECIPES[self.recipe].get("weight_decay", 0.0):
+            parts.append(f"--weight-decay {self.weight_decay!r}")
         if self.device != "auto":
             parts.append(f"--device {self.device}")
         if self.step_mode != "eager":
@@ -232,6 +235,7 @@ class RunConfig:
         flags = {
             "--deterministic": self.deterministic,
             "--no-augment": not self.augment,
+            "--no-flip": not self.flip,
             "--no-amp": not self.amp,
             "--cpu-bf16": self.cpu_bf16,
             "--per-rank-batch": self.per_rank_batch,

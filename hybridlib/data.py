@@ -36,7 +36,8 @@ grayscale images), resized to `image_size` x `image_size` (32), turned into a te
 0..1 and normalised with per-channel mean and std computed on the training split.
 Augmentation: random horizontal and vertical flips (paper A), on by default for the
 training split only. `crop=24` gives paper B's input: random 24x24 crops while
-augmenting, centre crops otherwise.
+augmenting, centre crops otherwise; `flip=False` keeps the crops without the flips
+(paper B mentions crops only).
 
 Two paths give the same samples:
 
@@ -511,7 +512,9 @@ class DataBundle:
 
     # -- the reference path ------------------------------------------------------------
 
-    def dataset(self, split: str, *, augment: bool | None = None, crop: int | None = None):
+    def dataset(
+        self, split: str, *, augment: bool | None = None, crop: int | None = None, flip: bool = True
+    ):
         """The split as a torchvision-style Dataset with per-sample transforms.
 
         Args:
@@ -520,6 +523,7 @@ class DataBundle:
                 `crop` is set; default True for "train" only.
             crop: None, or c for c x c crops (paper B: 24): random while augmenting,
                 centred otherwise.
+            flip: whether augmenting flips (False: random crops only, as paper B).
         Returns:
             A `SplitDataset` yielding (float32 (3, S', S') normalised tensor, int label).
         """
@@ -529,7 +533,7 @@ class DataBundle:
         steps: list[Callable] = [self._resize]
         if crop is not None:
             steps.append(transforms.RandomCrop(crop) if augment else transforms.CenterCrop(crop))
-        if augment:
+        if augment and flip:
             steps += [transforms.RandomHorizontalFlip(), transforms.RandomVerticalFlip()]
         steps += [transforms.ToTensor(), transforms.Normalize(self.mean, self.std)]
         return SplitDataset(part, self.classes, transforms.Compose(steps), f"{self.name}/{split}")
@@ -609,6 +613,7 @@ class DataBundle:
         drop_last: bool = False,
         shard: tuple[int, int] = (0, 1),
         channels_last: bool = False,
+        flip: bool = True,
     ) -> DeviceLoader:
         """The fast in-memory loader of one split.
 
@@ -624,6 +629,7 @@ class DataBundle:
             drop_last: drop the last incomplete batch.
             shard: (rank, world): this rank's disjoint part of the split.
             channels_last: return batches in channels-last memory format.
+            flip: whether augmenting flips (False: random crops only, as paper B).
         Returns:
             A `DeviceLoader`.
         """
@@ -650,6 +656,7 @@ class DataBundle:
             drop_last=drop_last,
             shard=shard,
             channels_last=channels_last,
+            flip=bool(flip),
         )
 
     def describe(self) -> str:
@@ -750,6 +757,7 @@ class DeviceLoader:
     drop_last: bool = False
     shard: tuple[int, int] = (0, 1)
     channels_last: bool = False
+    flip: bool = True  # while augmenting: random flips (False: crops only, paper B)
     epoch: int = field(default=0)
 
     def __post_init__(self) -> None:
@@ -819,6 +827,8 @@ class DeviceLoader:
             flips = torch.rand(n, 2, generator=generator) < 0.5  # (n, [horizontal, vertical])
             if self.crop is not None:
                 offsets = torch.randint(0, size - self.crop + 1, (n, 2), generator=generator)
+            if not self.flip:  # drawn all the same, so the crops are those of a flipped run
+                flips = None
         if self.shard[1] > 1:  # this rank's positions, batch after batch
             slices = self._slices()
             mine = torch.cat([torch.arange(a, b) for a, b in slices]) if slices else order[:0]
