@@ -9,7 +9,8 @@
 The grid directory (default `$HYBRIDLIB_RUNS/<table>[-<recipe>][-e<epochs>]...`) gets
 one run directory per run, named `<dataset>-<model>-s<seed>`, and then:
 `<table>_table.csv/.md` (ours beside the paper's, mean +- std and seeds per cell),
-`<table>_tests.csv/.md` (Welch's t-test per pair of models the paper compares),
+`<table>_tests.csv/.md` (Welch's t-test per pair of models the paper compares, with
+the difference's 95 % interval, the Holm-adjusted p and the minimum detectable effect),
 `runs.csv`, and `figures/` (loss / accuracy curves per data set, as paper A's
 Figs 8-11, and a confusion matrix per cell, as its Figs 12-14).
 
