@@ -355,6 +355,12 @@ def _bars(progress: bool) -> bool:
     return progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
 
 
+def suggest_lr(lr: float) -> float:
+    """A learning rate to try after `lr` diverged: a tenth of it, and never above 1e-3,
+    where Adam trains every model of the course (paper A's 1e-4 is a tenth of that)."""
+    return min(lr / 10, 1e-3)
+
+
 def _checkfinite(losses, last_step, steps, epoch, optimizer) -> None:
     values = torch.stack(losses).float().cpu()
     bad = (~torch.isfinite(values)).nonzero()
@@ -362,11 +368,11 @@ def _checkfinite(losses, last_step, steps, epoch, optimizer) -> None:
         return
     index = int(bad[0])
     step = last_step - len(losses) + 1 + index
-    lr = optimizer.param_groups[0]["lr"]
+    lr = float(optimizer.param_groups[0]["lr"])
     raise DivergedError(
         f"training diverged: the loss became {values[index].item()} at epoch {epoch}, "
         f"step {step} of {steps}; the learning rate {lr:g} is probably too high, "
-        f"try a lower one, e.g. --lr {lr / 10:g} (paper A uses 1e-4)",
+        f"try a lower one, e.g. --lr {suggest_lr(lr):g} (paper A uses 1e-4)",
         epoch=epoch,
         step=step,
     )
@@ -534,6 +540,9 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is None:  # a constant rate: the config's (a resume may lower it)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
         history = History(state["history"])
@@ -591,7 +600,9 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
         except DivergedError as error:
             if checkpoint is not None:
                 kept = (
-                    f"the last good checkpoint (epoch {epoch - 1}) is kept in {checkpoint}"
+                    f"the last good checkpoint (epoch {epoch - 1}) is kept in {checkpoint}; "
+                    f"continue from it with --out {checkpoint.parent} --resume --lr "
+                    f"{suggest_lr(float(optimizer.param_groups[0]['lr'])):g}"
                     if checkpoint.is_file()
                     else "no epoch finished, so there is no checkpoint"
                 )
@@ -712,6 +723,7 @@ def run_training(
     callback: Callback | None = None,
     stop=None,
     resume: bool = False,
+    changes: dict[str, Any] | None = None,
 ) -> Path:
     """Train one model as `config` says, writing everything into a run directory.
 
@@ -723,6 +735,8 @@ def run_training(
             is left resumable and its summary says "stopped".
         resume: continue the run in `config.out` from its last checkpoint, with its
             saved config.json (only device, data root and progress may change).
+        changes: on resume, settings to change: `{"epochs": 40}` extends a run,
+            `{"lr": 1e-5}` continues a diverged one; other differences are refused.
     Returns:
         The run directory.
     """
@@ -730,9 +744,23 @@ def run_training(
     device = distributed.setup(config.device)  # joins torchrun's process group, if any
     if not resume:  # a global batch that does not split over the ranks: stop before writing
         distributed.per_rank_batch(config.batch_size, config.per_rank_batch)
-    # Rank 0 alone chooses and writes the run directory; every rank gets its name.
+    # Rank 0 alone chooses, locks and writes the run directory; every rank gets its name.
     resume = distributed.broadcast_object(resume)
-    run_dir, config = distributed.on_main(rundir.prepare_run_dir, config, resume)
+    run_dir, config = distributed.on_main(rundir.prepare_run_dir, config, resume, changes)
+    try:
+        return _train_in(run_dir, config, callback, stop, resume, device, wall_start)
+    except Exception:
+        if not resume:
+            rundir.remove_unstarted(run_dir)  # failed before an epoch: no half-made folder
+        raise
+    finally:
+        rundir.unlock_run_dir(run_dir)
+
+
+def _train_in(run_dir, config, callback, stop, resume, device, wall_start) -> Path:
+    """`run_training` once its run directory is chosen and locked."""
+    # A resumed run's wall time includes the epochs trained before (metrics.csv's times).
+    earlier_s = rundir.earlier_epochs_time(run_dir) if resume else 0.0
     if not distributed.is_main():
         config = config.replace(progress=False)  # one progress display: rank 0's
     runtime.set_threads(device, distributed.threads())
@@ -783,7 +811,7 @@ def run_training(
         status="complete",
         history=history,
         test=test,
-        wall_time_s=time.perf_counter() - wall_start,
+        wall_time_s=earlier_s + time.perf_counter() - wall_start,
         **base,
     )
     distributed.barrier()  # the run directory is complete when any rank returns
@@ -839,9 +867,23 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
     config = RunConfig.from_json(run_dir / rundir.CONFIG_FILE)
     device = runtime.resolve_device(device)
     state = load_checkpoint(run_dir / rundir.CHECKPOINT_FILE, device)
+    saved = state.get("config") or {}  # the settings the checkpoint was trained with
+    for name in ("model", "batch_norm", "dropout"):
+        if name in saved and saved[name] != getattr(config, name):
+            raise HybridError(
+                f"{run_dir}: checkpoint.pt holds a {name}={saved[name]!r} model but "
+                f"config.json says {name}={getattr(config, name)!r}; restore the run's own "
+                "config.json (or checkpoint), the two files belong to different runs"
+            )
     num_classes = _num_classes_in(state["model"])
     model = _build_model(config, num_classes)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise HybridError(
+            f"{run_dir}: checkpoint.pt does not fit the {config.model} model its config.json "
+            "describes (different layers or sizes); the two files belong to different runs"
+        ) from None
     return model.to(device).eval(), config
 
 
@@ -931,8 +973,13 @@ def cli_train(args) -> int:
     if resume and not args.out:
         raise HybridError("--resume needs --out RUN_DIR: the run directory to continue")
     config = config_from_args(args)
+    changes = None
+    if resume:  # what the command line asks to change: the options written on it
+        given, fields = getattr(args, "given", set()), config.to_dict()
+        options = {**_ARG_FIELDS, "recipe": "recipe", "no_augment": "augment", "no_amp": "amp"}
+        changes = {field: fields[field] for option, field in options.items() if option in given}
     with distributed.peer_errors(run_dir=config.out):
-        run_dir = run_training(config, resume=resume)
+        run_dir = run_training(config, resume=resume, changes=changes)
     if not distributed.is_main():  # rank 0 reports for all
         return 0
     summary = json.loads((run_dir / rundir.SUMMARY_FILE).read_text())
