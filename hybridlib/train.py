@@ -670,9 +670,14 @@ def _emit(callback: Callback | None, event: dict[str, Any]) -> None:
 
 
 def _resume_state(checkpoint: Path, device: torch.device) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None; under torchrun rank 0 reads it for all."""
+    """The checkpoint to resume from, or None; under torchrun rank 0 reads it for all.
+
+    Always read to the CPU: `load_state_dict` moves weights and optimiser state to their
+    parameters' device, but keeps Adam's `step` counters where they are, on the CPU,
+    where non-capturable Adam reads them without a host sync per parameter.
+    """
     if not distributed.active():
-        return load_checkpoint(checkpoint, device) if checkpoint.is_file() else None
+        return load_checkpoint(checkpoint, "cpu") if checkpoint.is_file() else None
     return distributed.on_main(
         lambda: load_checkpoint(checkpoint, "cpu") if checkpoint.is_file() else None
     )
