@@ -17,10 +17,11 @@ or from Python / a notebook:
     history = fit(model, bundle, RunConfig(epochs=2))
     history.to_frame()
 
-A run directory (written by `hybridlib.rundir`) holds `config.json`, `metrics.csv`
-(the history), `checkpoint.pt` (model, optimiser, scheduler, epoch, history, RNG
-states; rewritten atomically at the end of every epoch), and, once training ends,
-`predictions.csv`, `confusion.csv`, `per_class.csv` on the test split and
+A run directory (written by `hybridlib.rundir`) holds `config.json`, `splits.json`
+(the images of each split: `--resume` and `evaluate` refuse data that no longer gives
+them), `metrics.csv` (the history), `checkpoint.pt` (model, optimiser, scheduler,
+epoch, history, RNG states; rewritten atomically at the end of every epoch), and, once
+training ends, `predictions.csv`, `confusion.csv`, `per_class.csv` on the test split and
 `summary.json`.
 
 Paper A's settings are the defaults (see `hybridlib.config`): batch 16, lr 1e-4,
@@ -738,6 +739,7 @@ def run_training(
     runtime.set_threads(device, distributed.threads())
     runtime.seed_everything(config.seed)  # model weights come from the seed
     bundle = load_bundle(config)
+    _check_data(run_dir, bundle, resume)
     model = _build_model(config, bundle.num_classes)
     if config.progress:
         sizes = bundle.sizes
@@ -794,6 +796,25 @@ def run_training(
             file=sys.stderr,
         )
     return run_dir
+
+
+def _check_data(run_dir: Path, bundle, resume: bool) -> None:
+    """Before the first epoch: the splits are the recorded ones and every image decodes.
+
+    A resumed run whose data no longer gives its splits is refused (it would test on
+    images it trained on); a new run records its splits once they all decode.
+    """
+    checkpoint = run_dir / rundir.CHECKPOINT_FILE
+    continuing = resume and distributed.on_main(checkpoint.is_file)
+    if continuing:
+        fix = (
+            "restore the data as it was (or pass the --data-root that holds it), or start a "
+            "new run in another --out without --resume"
+        )
+        distributed.on_main(rundir.check_splits, run_dir, bundle, fix)
+    bundle.check()  # every rank: decodes (or reads from the cache) all three splits
+    if not continuing:
+        distributed.on_main(rundir.write_splits, run_dir, bundle)
 
 
 def _test_split(model, bundle, config: RunConfig, device: torch.device) -> EvalResult:
@@ -876,6 +897,11 @@ def evaluate_run(
     model, config = load_run_model(run_dir, torch_device)
     config = config.replace(data_root=data_root or config.data_root, device=device)
     bundle = load_bundle(config)
+    fix = (
+        "restore the data as it was (or pass the --data-root that holds it); a changed "
+        "test split would mix in images the model trained on"
+    )
+    rundir.check_splits(run_dir, bundle, fix)
     result = _test_split(model, bundle, config, torch_device)
     if write:
         rundir.write_test_files(run_dir, result)
