@@ -48,7 +48,9 @@ def read_rgb(path: str | os.PathLike) -> Image.Image:
     """Read an image file as a fully decoded RGB PIL image.
 
     Grayscale (and palette, CMYK, RGBA) images become 3-channel RGB, as paper A
-    does for Caltech 101's grayscale images, so every model sees 3 channels.
+    does for Caltech 101's grayscale images, so every model sees 3 channels; alpha is
+    dropped, as torchvision's loader does. 16-bit grayscale (PIL modes "I;16", "I") is
+    scaled to 8 bits by its high byte, as Pillow reads 16-bit RGB files (32768 -> 128).
 
     Args:
         path: the image file.
@@ -58,12 +60,20 @@ def read_rgb(path: str | os.PathLike) -> Image.Image:
     try:
         with open(path, "rb") as f:
             image = Image.open(f)
+            if image.mode.startswith("I"):  # convert() would clip every value > 255 to white
+                image = _high_byte(image)
             return image.convert("RGB")  # convert() decodes the whole file, so truncation shows
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise HybridError(
             f"cannot read image file {os.fspath(path)!r} ({error}); the file is unreadable or "
             "truncated: replace it (a fresh download restores it) or delete it, then run again"
         ) from None
+
+
+def _high_byte(image: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer) grayscale image as 8-bit "L": 0..65535 -> 0..255."""
+    values = np.asarray(image).astype(np.int64)  # decodes the whole file
+    return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fixtures import layouts
+from PIL import Image
 
 from hybridlib import cli, train
 from hybridlib.config import RunConfig
@@ -305,3 +307,70 @@ def test_folder_dataset_skips_hidden_folders_and_files(tmp_path):
     assert bundle.classes == ["cat", "dog"]
     assert sum(bundle.sizes.values()) == 20
     all_keys_exist(bundle)
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Every image mode decodes to the right 8-bit RGB pixels
+
+
+def _uniform(mode: str, value, size=(32, 32)) -> Image.Image:
+    return Image.new(mode, size, value)
+
+
+def planes(*values: int) -> np.ndarray:
+    """A uniform 32x32 uint16 image: (32, 32) for one value, (32, 32, C) for C values."""
+    array = np.stack([np.full((32, 32), v, dtype=np.uint16) for v in values], axis=-1)
+    return array[..., 0] if len(values) == 1 else array
+
+
+def _write_modes(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """One 32x32 image of each mode -> its file name and expected RGB pixel."""
+    palette = Image.new("P", (32, 32), 1)
+    palette.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    images = {
+        "grey.png": (_uniform("L", 100), (100, 100, 100)),
+        "rgba.png": (_uniform("RGBA", (10, 20, 30, 0)), (10, 20, 30)),  # alpha dropped
+        "palette.png": (palette, (200, 100, 50)),
+        "cmyk.jpg": (_uniform("CMYK", (255, 0, 0, 0)), (0, 255, 255)),  # cyan
+        "grey-alpha.png": (_uniform("LA", (77, 128)), (77, 77, 77)),
+        "rgb.png": (_uniform("RGB", (1, 128, 254)), (1, 128, 254)),
+        "int32.tif": (Image.fromarray(np.full((32, 32), 32768, np.int32), "I"), (128,) * 3),
+    }
+    expected = {}
+    for name, (image, rgb) in images.items():
+        image.save(folder / name, **({"quality": 100} if name.endswith(".jpg") else {}))
+        expected[name] = rgb
+    for name, values, rgb in (
+        ("grey16-mid.png", planes(32768), (128, 128, 128)),
+        ("grey16-white.png", planes(65535), (255, 255, 255)),
+        ("grey16-dark.png", planes(2570), (10, 10, 10)),
+        ("grey16-alpha.png", planes(32768, 65535), (128, 128, 128)),
+        ("rgb16.png", planes(32768, 65535, 2570), (128, 255, 10)),
+        ("rgba16.png", planes(256, 512, 768, 0), (1, 2, 3)),
+    ):
+        layouts.png_16bit(folder / name, values.astype(np.uint16))
+        expected[name] = rgb
+    return expected
+
+
+def test_every_image_mode_gives_the_right_rgb_pixels(tmp_path):
+    expected = {}
+    for cls in ("a", "b"):
+        expected.update({f"{cls}/{k}": v for k, v in _write_modes(_mkdir(tmp_path / cls)).items()})
+    assert Image.open(tmp_path / "a" / "grey16-mid.png").mode == "I;16"
+    bundle = load_dataset("folder", folder=tmp_path, cache=False)
+    seen = 0
+    for split in ("train", "val", "test"):
+        images, _ = bundle.tensors(split)
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+        for key, image in zip(bundle._parts[split].keys, images, strict=True):
+            name = Path(key).relative_to(tmp_path).as_posix()
+            want = torch.tensor(expected[name], dtype=torch.uint8).view(3, 1, 1).expand(3, 32, 32)
+            assert torch.equal(image, want), (name, image[:, 0, 0].tolist(), expected[name])
+            seen += 1
+    assert seen == len(expected) == 26
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
