@@ -51,6 +51,7 @@ from hybridlib.config import RunConfig
 from hybridlib.errors import HybridError
 from hybridlib.history import History
 from hybridlib.metrics import ConfusionMatrix, confusion_frame, per_class
+from hybridlib.progress import bar as progress_bar
 from hybridlib.rundir import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -336,19 +337,10 @@ def train_one_epoch(
 def _bar(iterable=None, *, total=None, desc: str, unit: str, progress: bool):
     """A tqdm.auto progress bar: a widget in notebooks, a text line in terminals.
 
-    Where stderr is neither a terminal nor a notebook (CI logs, files), the bar is
-    redrawn every 5 s instead of 10 times a second, so logs stay short.
+    Where stderr is neither a terminal nor a notebook (CI logs, files), one line per
+    stage instead ("epoch 3/30: 2,813 steps ... done in 40.1 s"): `hybridlib.progress`.
     """
-    interactive = sys.stderr.isatty() or "notebook" in tqdm.__module__
-    return tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        disable=not _bars(progress),
-        leave=False,
-        mininterval=0.1 if interactive else 5.0,
-    )
+    return progress_bar(iterable, total=total, desc=desc, unit=unit, progress=_bars(progress))
 
 
 def _bars(progress: bool) -> bool:

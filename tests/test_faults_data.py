@@ -374,3 +374,125 @@ def test_every_image_mode_gives_the_right_rgb_pixels(tmp_path):
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# 10. Shadowed folders, corrupt or unwritable caches, bad seeds, progress in logs
+
+
+def test_empty_pickle_folder_does_not_hide_the_image_folder(cifar_jpg, capsys):
+    (cifar_jpg / "cifar-10-batches-py").mkdir()
+    code, out, err = run_cli(capsys, "data", "cifar10", "--data-root", cifar_jpg)
+    assert code == 0, err
+    assert f"source: {cifar_jpg / 'cifar10-jpg'}" in out
+
+
+def test_half_copied_pickle_folder_is_one_line(tmp_path, capsys):
+    layouts.write_cifar10_batches(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    code, _, err = run_cli(capsys, "data", "cifar10", "--data-root", tmp_path)
+    batches = tmp_path / "cifar-10-batches-py"
+    assert_one_line_error(code, err, f"{batches} is incomplete: data_batch_3 missing", "--download")
+
+
+def test_half_copied_pickle_folder_beside_an_image_folder_uses_the_images(cifar_jpg):
+    layouts.write_cifar10_batches(cifar_jpg)
+    (cifar_jpg / "cifar-10-batches-py" / "test_batch").unlink()
+    bundle = load_dataset("cifar10", cifar_jpg, cache=False)
+    assert bundle.source == str(cifar_jpg / "cifar10-jpg")
+
+
+def _cache_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_bit_flipped_cache_is_detected_and_rebuilt(cifar_jpg, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    fresh, _ = load_dataset("cifar10", cifar_jpg, cache=cache).tensors("train")
+    (path,) = [p for p in _cache_files(cache) if "-train-" in p.name]
+    payload = bytearray(path.read_bytes())
+    at = payload.index(fresh[5].numpy().tobytes())  # a pixel of the stored images
+    payload[at] ^= 0x10
+    path.write_bytes(bytes(payload))
+    capsys.readouterr()
+    images, _ = load_dataset("cifar10", cifar_jpg, cache=cache).tensors("train")
+    err = capsys.readouterr().err
+    assert torch.equal(images, fresh)  # decoded again, not the flipped byte
+    assert err.count("\n") == 1 and "hybridlib: warning: cache file" in err
+    assert "checksum mismatch" in err and str(path) in err
+    again, _ = load_dataset("cifar10", cifar_jpg, cache=cache).tensors("train")
+    assert torch.equal(again, fresh) and capsys.readouterr().err == ""  # rewritten
+
+
+def test_full_disk_while_caching_costs_only_time(cifar_jpg, tmp_path, capsys, monkeypatch):
+    import errno
+
+    cache = tmp_path / "cache"
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"PK\3\4 half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    images, targets = load_dataset("cifar10", cifar_jpg, cache=cache).tensors("test")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "hybridlib: warning: cannot write the cache file" in err
+    assert "No space left on device" in err and "decodes again" in err
+    assert _cache_files(cache) == []  # no partial file left behind
+    monkeypatch.setattr(torch, "save", real_save)
+    reference, _ = load_dataset("cifar10", cifar_jpg, cache=False).tensors("test")
+    assert torch.equal(images, reference) and len(targets) == 30
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
+def test_bad_seed_says_what_a_seed_is(seed):
+    with pytest.raises(HybridError) as caught:
+        load_dataset("digits", seed=seed)
+    assert str(caught.value) == (
+        f"seed={seed!r} must be a whole number >= 0 (it seeds the splits), e.g. seed=0"
+    )
+
+
+def test_bad_seed_on_the_command_line(capsys):
+    code, _, err = run_cli(capsys, "data", "digits", "--seed", -1)
+    assert_one_line_error(code, err, "seed=-1 must be a whole number >= 0")
+
+
+def test_progress_in_a_log_is_one_line_per_stage(tmp_path):
+    """Decoding and training with stderr in a file: no carriage returns, one line a stage."""
+    root = tmp_path / "data"
+    layouts.write_cifar10_jpg(root, train_per_class=120, test_per_class=3)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env.pop("TQDM_DISABLE", None)
+    command = [
+        sys.executable, "-m", "hybridlib", "train", "--model", "cnn", "--dataset", "cifar10",
+        "--data-root", str(root), "--epochs", "2", "--device", "cpu", "--batch-size", "64",
+        "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    with open(tmp_path / "log.txt", "w") as log:
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=log, env=env, timeout=600)
+    text = (tmp_path / "log.txt").read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) < 20, text
+    assert re.search(r"^decoding cifar10/train: 1,080 images \.\.\. done in \d+\.\d s$", text, re.M)
+    assert re.search(r"^epoch 1/2: 17 steps \.\.\. done in \d+\.\d s$", text, re.M), text
+    assert re.search(r"^epoch 2/2  train loss", text, re.M)  # the epoch line is kept
+
+
+def test_progress_bars_stay_where_someone_watches(monkeypatch):
+    from tqdm.auto import tqdm
+
+    from hybridlib import progress
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(progress, "interactive", lambda: True)  # a terminal or a notebook
+    assert isinstance(progress.bar(range(3), desc="x", unit="image"), tqdm)
+    monkeypatch.setattr(progress, "interactive", lambda: False)
+    assert isinstance(progress.bar(range(3), desc="x", unit="image"), progress.StageLine)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not isinstance(progress.bar(range(3), desc="x", unit="image"), progress.StageLine)
