@@ -1,7 +1,9 @@
 """Run directories: the files one training run leaves behind, each written atomically.
 
-A run directory holds `config.json`, `metrics.csv` (the history), `checkpoint.pt`
-(rewritten at the end of every epoch), and, once the run ends, `summary.json` and,
+A run directory holds `config.json`, `splits.json` (the images of each split, so a
+resumed or re-evaluated run can check that the data still gives the same splits),
+`metrics.csv` (the history), `checkpoint.pt` (rewritten at the end of every epoch),
+and, once the run ends, `summary.json` and,
 for a finished run, `predictions.csv`, `confusion.csv` and `per_class.csv` on the
 test split. Every file is written to a temporary name and renamed, so a process
 killed mid-write leaves the previous version, never half of a file; a write that
@@ -41,10 +43,13 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
+    "SPLITS_FILE",
     "SUMMARY_FILE",
+    "check_splits",
     "load_checkpoint",
     "prepare_run_dir",
     "save_checkpoint",
+    "write_splits",
     "write_summary",
     "write_test_files",
 ]
@@ -57,6 +62,7 @@ CONFUSION_FILE = "confusion.csv"
 PER_CLASS_FILE = "per_class.csv"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
+SPLITS_FILE = "splits.json"
 CHECKPOINT_FORMAT = 1
 
 # What `--resume` may change about a run; everything else is the run's identity.
@@ -263,7 +269,7 @@ def remove_unstarted(run_dir: Path) -> None:
     if any((run_dir / name).exists() for name in (CHECKPOINT_FILE, SUMMARY_FILE)):
         return
     unlock_run_dir(run_dir)
-    for name in (CONFIG_FILE, METRICS_FILE, LOCK_FILE):
+    for name in (CONFIG_FILE, SPLITS_FILE, METRICS_FILE, LOCK_FILE):
         (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.rmdir()
@@ -332,6 +338,41 @@ def _epochs_done(run_dir: Path) -> int:
 
 def _option(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+def write_splits(run_dir: Path, bundle) -> None:
+    """Record the images of each split of `bundle` in `run_dir/splits.json`."""
+    if distributed.is_main():  # one line of JSON: a CIFAR-10 record lists 60,000 names
+        text = json.dumps(bundle.split_record(), separators=(",", ":"))
+        write_text_atomic(Path(run_dir) / SPLITS_FILE, text + "\n")
+
+
+def check_splits(run_dir: Path, bundle, fix: str) -> None:
+    """Refuse, naming what changed, when `bundle` no longer gives the recorded splits.
+
+    A run made before runs recorded their splits has no `splits.json`: nothing to check.
+
+    Args:
+        run_dir: the run directory.
+        bundle: the data as loaded now.
+        fix: the end of the message: what the user can do.
+    """
+    path = Path(run_dir) / SPLITS_FILE
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise HybridError(
+            f"{path} cannot be read ({error}); it records the run's splits: restore it, or "
+            "delete it to skip the check"
+        ) from None
+    changes = bundle.split_changes(record)
+    if changes:
+        raise HybridError(
+            f"the data no longer gives the splits this run used (recorded in {path}): "
+            f"{changes}; {fix}"
+        )
 
 
 def write_test_files(run_dir: Path, test: EvalResult) -> None:

@@ -17,10 +17,11 @@ or from Python / a notebook:
     history = fit(model, bundle, RunConfig(epochs=2))
     history.to_frame()
 
-A run directory (written by `hybridlib.rundir`) holds `config.json`, `metrics.csv`
-(the history), `checkpoint.pt` (model, optimiser, scheduler, epoch, history, RNG
-states; rewritten atomically at the end of every epoch), and, once training ends,
-`predictions.csv`, `confusion.csv`, `per_class.csv` on the test split and
+A run directory (written by `hybridlib.rundir`) holds `config.json`, `splits.json`
+(the images of each split: `--resume` and `evaluate` refuse data that no longer gives
+them), `metrics.csv` (the history), `checkpoint.pt` (model, optimiser, scheduler,
+epoch, history, RNG states; rewritten atomically at the end of every epoch), and, once
+training ends, `predictions.csv`, `confusion.csv`, `per_class.csv` on the test split and
 `summary.json`.
 
 Paper A's settings are the defaults (see `hybridlib.config`): batch 16, lr 1e-4,
@@ -50,6 +51,7 @@ from hybridlib.config import RunConfig
 from hybridlib.errors import HybridError
 from hybridlib.history import History
 from hybridlib.metrics import ConfusionMatrix, confusion_frame, per_class
+from hybridlib.progress import bar as progress_bar
 from hybridlib.rundir import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -335,19 +337,10 @@ def train_one_epoch(
 def _bar(iterable=None, *, total=None, desc: str, unit: str, progress: bool):
     """A tqdm.auto progress bar: a widget in notebooks, a text line in terminals.
 
-    Where stderr is neither a terminal nor a notebook (CI logs, files), the bar is
-    redrawn every 5 s instead of 10 times a second, so logs stay short.
+    Where stderr is neither a terminal nor a notebook (CI logs, files), one line per
+    stage instead ("epoch 3/30: 2,813 steps ... done in 40.1 s"): `hybridlib.progress`.
     """
-    interactive = sys.stderr.isatty() or "notebook" in tqdm.__module__
-    return tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        disable=not _bars(progress),
-        leave=False,
-        mininterval=0.1 if interactive else 5.0,
-    )
+    return progress_bar(iterable, total=total, desc=desc, unit=unit, progress=_bars(progress))
 
 
 def _bars(progress: bool) -> bool:
@@ -771,6 +764,7 @@ def _train_in(run_dir, config, callback, stop, resume, device, wall_start) -> Pa
     runtime.set_threads(device, distributed.threads())
     runtime.seed_everything(config.seed)  # model weights come from the seed
     bundle = load_bundle(config)
+    _check_data(run_dir, bundle, resume)
     model = _build_model(config, bundle.num_classes)
     if config.progress:
         sizes = bundle.sizes
@@ -827,6 +821,25 @@ def _train_in(run_dir, config, callback, stop, resume, device, wall_start) -> Pa
             file=sys.stderr,
         )
     return run_dir
+
+
+def _check_data(run_dir: Path, bundle, resume: bool) -> None:
+    """Before the first epoch: the splits are the recorded ones and every image decodes.
+
+    A resumed run whose data no longer gives its splits is refused (it would test on
+    images it trained on); a new run records its splits once they all decode.
+    """
+    checkpoint = run_dir / rundir.CHECKPOINT_FILE
+    continuing = resume and distributed.on_main(checkpoint.is_file)
+    if continuing:
+        fix = (
+            "restore the data as it was (or pass the --data-root that holds it), or start a "
+            "new run in another --out without --resume"
+        )
+        distributed.on_main(rundir.check_splits, run_dir, bundle, fix)
+    bundle.check()  # every rank: decodes (or reads from the cache) all three splits
+    if not continuing:
+        distributed.on_main(rundir.write_splits, run_dir, bundle)
 
 
 def _test_split(model, bundle, config: RunConfig, device: torch.device) -> EvalResult:
@@ -923,6 +936,11 @@ def evaluate_run(
     model, config = load_run_model(run_dir, torch_device)
     config = config.replace(data_root=data_root or config.data_root, device=device)
     bundle = load_bundle(config)
+    fix = (
+        "restore the data as it was (or pass the --data-root that holds it); a changed "
+        "test split would mix in images the model trained on"
+    )
+    rundir.check_splits(run_dir, bundle, fix)
     result = _test_split(model, bundle, config, torch_device)
     if write:
         rundir.write_test_files(run_dir, result)
