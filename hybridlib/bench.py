@@ -33,6 +33,7 @@ The table records the hardware, versions, command and seed; `--out DIR` also wri
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import resource
@@ -294,6 +295,19 @@ def bench_command(**values: Any) -> str:
     return " ".join(parts)
 
 
+def _keeping_kernel_settings(function):
+    """Run `function` with the fastest kernels (cuDNN autotuning on), then put the
+    caller's deterministic / cuDNN settings back: a bench in a notebook changes nothing."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with runtime.deterministic(False):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_keeping_kernel_settings
 def run_bench(
     model: str = "cnn",
     dataset: str = "digits",
@@ -335,7 +349,6 @@ def run_bench(
         raise HybridError(f"warmup must be 0 or more steps, got {warmup}")
     torch_device = runtime.resolve_device(device)
     runtime.set_threads(torch_device)
-    runtime.set_deterministic(False)
     config = RunConfig(
         model=model,
         dataset=dataset,

@@ -314,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def given_options(argv: list[str] | None) -> set[str]:
+    """The options (argparse `dest` names) written on the command line, defaults aside:
+    `train --resume` must tell `--model cnn` from the default `cnn`."""
+    parser = build_parser()
+    for action in parser._actions:  # the sub-commands' parsers, without defaults
+        for sub in getattr(action, "choices", None) or {}:
+            subparser = action.choices[sub]
+            if isinstance(subparser, argparse.ArgumentParser):
+                for option in subparser._actions:
+                    option.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run the command. Returns the exit status."""
     parser = build_parser()
@@ -321,13 +334,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed its message
         return int(exit_.code or 0)
+    args.given = given_options(argv)
     module_name, function_name = HANDLERS[args.command]
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
         return int(handler(args) or 0)
     except HybridError as error:
         print(f"hybridlib {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)  # 1 for runtime faults such as a full disk
     except KeyboardInterrupt:
         print(f"hybridlib {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -15,10 +15,13 @@ Data sets (`name`: where it is read from under the data root -> train / val / te
 
 - `cifar10`: `cifar-10-batches-py/` (the official pickle batches, read by torchvision's
   `CIFAR10`; `download=True` fetches them) or else `cifar10-jpg/{train,test}/<class>/*.jpg`
-  (the same images as an image folder). Validation = a seeded, stratified 10 % of the
+  (the same images as an image folder); an empty or half-copied pickle folder does not
+  hide a complete image folder. Validation = a seeded, stratified 10 % of the
   official training set, test = the official test set: 45,000 / 5,000 / 10,000 (paper A).
 - `caltech101`: `caltech101/101_ObjectCategories/<category>/image_NNNN.jpg`, without
   `BACKGROUND_Google`; the 10 most common categories (paper A): 2,432 / 271 / 676.
+  The image files that are there are used, whatever their names; hidden and non-image
+  files (`.DS_Store`, notes) are left out, as torchvision's folder datasets do.
 - `tiny-imagenet`: `tiny-imagenet-200/` in its original layout; the first 5 class ids in
   sorted order (paper A's setting; `num_classes` picks another count) and only the
   training folders, as in paper A: 1,800 / 200 / 500.
@@ -53,15 +56,21 @@ Errors a user can fix raise `HybridError`: an unknown name, missing data (the me
 says where it looked and how to download), a corrupt download, a class subset larger than
 what is there, a class too small for a test split. An unreadable or truncated image file
 stops the decoding with its name: it is not skipped, since skipping would silently
-change the split sizes.
+change the split sizes. `bundle.check()` decodes every split (a run calls it before its
+first epoch) and `bundle.dataset(split)` decodes its split once, so a bad file shows at
+the start. `bundle.split_record()` lists each split's images (a run saves it as
+`splits.json`) and `bundle.split_changes(record)` says, in one line, what differs.
 
 Disk cache: the decoded uint8 tensor of each split is saved as one file in
 `<data root>/.hybridlib-cache/` (or `$HYBRIDLIB_CACHE`, or `~/.cache/hybridlib` when the
 data root is read-only), named after the data set, split and image size plus a hash of
 every setting that changes its content (seed, image size, classes, limit, source, file
 names, sizes and times). Files are written to a temporary name and renamed, so an
-interrupted run never leaves a half-written cache. Delete the folder to reclaim space;
-`cache=False` turns it off. `digits` decodes in well under a second and is not cached.
+interrupted run never leaves a half-written cache, and each holds a SHA-256 of its
+pixels: a file that fails it is decoded again, with a one-line warning. A cache that
+cannot be written (read-only, full disk) costs only the decoding time, with a warning.
+Delete the folder to reclaim space; `cache=False` turns it off. `digits` decodes in
+well under a second and is not cached.
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ import json
 import math
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -82,7 +92,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from hybridlib.datasets import CIFAR10Folder, Digits, TinyImageNet, download_caltech101, read_rgb
+from hybridlib.datasets import (
+    CIFAR10Folder,
+    Digits,
+    TinyImageNet,
+    download_caltech101,
+    image_folder,
+    read_rgb,
+)
 from hybridlib.errors import HybridError, choices_error
 from hybridlib.paths import data_root
 
@@ -102,8 +119,9 @@ SPLITS = ("train", "val", "test")
 TEST_FRACTION = 0.2  # paper A: stratified 20 % test split ...
 VAL_FRACTION = 0.1  # ... then 10 % of the rest for validation
 CACHE_DIRNAME = ".hybridlib-cache"
+SPLIT_RECORD_FORMAT = 1  # the layout of a run's splits.json
 CACHE_ENV = "HYBRIDLIB_CACHE"
-_CACHE_VERSION = 1  # bump when the decoding changes, so old cache files are ignored
+_CACHE_VERSION = 2  # bump when the decoding changes, so old cache files are ignored
 # num_classes=None means the paper's choice: Caltech 101's 10 most common categories and
 # Tiny ImageNet's first 5 sorted class ids (paper A); every class elsewhere.
 _DEFAULT_CLASSES = {"caltech101": 10, "tiny-imagenet": 5}
@@ -212,7 +230,18 @@ def _digits(root: Path, download: bool, num_classes, folder):
 
 def _cifar10(root: Path, download: bool, num_classes, folder):
     batches, jpg = root / "cifar-10-batches-py", root / "cifar10-jpg"
-    if batches.is_dir() or (download and not jpg.is_dir()):
+    # The folder that holds data wins: an empty or half-copied pickle folder must not
+    # hide a complete image folder.
+    files = ["batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+    present = [f for f in files if (batches / f).is_file()]
+    has_jpg = (jpg / "train").is_dir() and (jpg / "test").is_dir()
+    if present and len(present) < len(files) and not has_jpg and not download:
+        missing = [f for f in files if f not in present]
+        raise HybridError(
+            f"{batches} is incomplete: {', '.join(missing)} missing; delete it and run "
+            "again with download=True (command line: --download)"
+        )
+    if len(present) == len(files) or (download and not has_jpg):
         from torchvision.datasets import CIFAR10
 
         try:
@@ -233,7 +262,7 @@ def _cifar10(root: Path, download: bool, num_classes, folder):
             )
             for split, ds in (("train", train), ("test", test))
         }
-    elif jpg.is_dir():
+    elif jpg.is_dir():  # the image folder (or a half-made one: CIFAR10Folder says what lacks)
         train, test = CIFAR10Folder(root, "train"), CIFAR10Folder(root, "test")
         if train.classes != test.classes:
             raise HybridError(
@@ -254,8 +283,6 @@ def _cifar10(root: Path, download: bool, num_classes, folder):
 
 
 def _caltech101(root: Path, download: bool, num_classes, folder):
-    from torchvision.datasets import Caltech101
-
     categories = root / "caltech101" / "101_ObjectCategories"
     if download:
         download_caltech101(root)
@@ -265,18 +292,17 @@ def _caltech101(root: Path, download: bool, num_classes, folder):
             "--download) to download it (131 MB) from https://data.caltech.edu, or point the "
             "data root (root=..., --data-root or $HYBRIDLIB_DATA) at the folder that holds it."
         )
-    ds = Caltech101(os.fspath(root))  # lists the categories; BACKGROUND_Google is dropped
-    samples = [
-        (os.path.join(categories, ds.categories[y], f"image_{n:04d}.jpg"), y)
-        for y, n in zip(ds.y, ds.index, strict=True)
-    ]
-    k = _check_num_classes("caltech101", num_classes, len(ds.categories))
+    # The files that are there, as torchvision's folder datasets find them (hidden and
+    # non-image files left out), rather than torchvision Caltech101's image_0001 ..
+    # image_<count>.jpg, which names files that do not exist when a folder holds others.
+    names, samples = image_folder(categories, exclude=("BACKGROUND_Google",), allow_empty=True)
+    k = _check_num_classes("caltech101", num_classes, len(names))
     # Paper A: the k most common categories (ties broken by name), kept in sorted order.
-    counts = np.bincount(ds.y, minlength=len(ds.categories))
-    by_size = sorted(range(len(ds.categories)), key=lambda c: (-counts[c], ds.categories[c]))
+    counts = np.bincount([y for _, y in samples], minlength=len(names))
+    by_size = sorted(range(len(names)), key=lambda c: (-counts[c], names[c]))
     keep = sorted(by_size[:k])
     part = _keep_classes(_file_part(samples), keep)
-    return [ds.categories[c] for c in keep], {"all": part}, os.fspath(categories)
+    return [names[c] for c in keep], {"all": part}, os.fspath(categories)
 
 
 def _tiny_imagenet(root: Path, download: bool, num_classes, folder):
@@ -286,8 +312,6 @@ def _tiny_imagenet(root: Path, download: bool, num_classes, folder):
 
 
 def _folder(root: Path, download: bool, num_classes, folder):
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
     if folder is None:
         raise HybridError(
             "dataset 'folder' needs folder=PATH: a folder with one sub-folder of images per "
@@ -301,17 +325,11 @@ def _folder(root: Path, download: bool, num_classes, folder):
             f"folder={os.fspath(folder)!r} is not a directory; give a folder "
             "with one sub-folder of images per class"
         )
-    try:
-        classes, class_to_idx = find_classes(path)
-        k = _check_num_classes("folder", num_classes, len(classes))
-        classes = classes[:k]
-        samples = make_dataset(path, {c: class_to_idx[c] for c in classes}, IMG_EXTENSIONS)
-    except FileNotFoundError as error:
-        raise HybridError(
-            f"folder={os.fspath(path)!r}: {error}; each class needs a "
-            f"sub-folder with images ({', '.join(IMG_EXTENSIONS)})"
-        ) from None
-    return classes, {"all": _file_part(samples)}, os.fspath(path.resolve())
+    path = path.resolve()  # the images' ids in a run's splits.json are relative to it
+    classes, samples = image_folder(path)
+    k = _check_num_classes("folder", num_classes, len(classes))
+    classes, samples = classes[:k], [(p, t) for p, t in samples if t < k]
+    return classes, {"all": _file_part(samples)}, os.fspath(path)
 
 
 _SOURCES = {
@@ -389,6 +407,32 @@ def _limit(part: _Part, limit: int | None, seed: int) -> _Part:
     except ValueError:  # fewer images than classes: a plain seeded sample
         keep = np.random.default_rng(seed).choice(index, size=limit, replace=False)
     return part.subset(np.sort(keep))
+
+
+# ---------------------------------------------------------------------------------------
+# The record of a run's splits
+
+
+def _relative_ids(keys: Sequence[str], source: str) -> list[str]:
+    """Image ids that survive a moved data root: paths relative to the source folder."""
+    ids = []
+    for key in keys:
+        if key.startswith(source) and key[len(source) : len(source) + 1] in (os.sep, ":"):
+            key = key[len(source) + 1 :]
+        ids.append(key.replace(os.sep, "/"))
+    return ids
+
+
+def _ids_digest(ids: Sequence[str], targets: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for image_id, target in zip(ids, targets.tolist(), strict=True):
+        digest.update(f"{image_id}\t{target}\n".encode())
+    return digest.hexdigest()
+
+
+def _count(ids: list[str], what: str) -> str:
+    noun = "image" if len(ids) == 1 else "images"
+    return f"{len(ids):,} {noun} {what}" + (f" (e.g. {ids[0]})" if ids else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -480,6 +524,75 @@ class DataBundle:
             raise choices_error("split", split, SPLITS)
         return self._parts[split]
 
+    # -- what a run records of its data ------------------------------------------------
+
+    def check(self) -> None:
+        """Decode every image of every split now (or find it in the cache).
+
+        A run calls this before its first epoch, so an unreadable image file stops it
+        at the start, naming the file, instead of after the last epoch.
+        """
+        for split in SPLITS:
+            self.tensors(split)
+
+    def split_record(self) -> dict:
+        """The images of each split, as a run records them (its `splits.json`).
+
+        Returns:
+            {"format", "dataset", "source", "classes", "splits": {split: {"size",
+            "sha256", "class_counts", "files"}}}: "files" are the images' ids (paths
+            relative to the source folder), in split order; "sha256" digests the ids and
+            their labels.
+        """
+        splits = {}
+        for split in SPLITS:
+            part = self._parts[split]
+            ids = _relative_ids(part.keys, self.source)
+            splits[split] = {
+                "size": len(part),
+                "sha256": _ids_digest(ids, part.targets),
+                "class_counts": self.class_counts(split),
+                "files": ids,
+            }
+        return {
+            "format": SPLIT_RECORD_FORMAT,
+            "dataset": self.name,
+            "source": self.source,
+            "classes": list(self.classes),
+            "splits": splits,
+        }
+
+    def split_changes(self, record: dict) -> str | None:
+        """How this bundle's splits differ from a `split_record()`, or None if they agree.
+
+        Returns:
+            One line: the classes that changed, or per changed split how many images were
+            added and removed, with an example of each, and how many of the test images
+            were training images in the record.
+        """
+        if list(record.get("classes", [])) != list(self.classes):
+            return f"the classes changed from {record.get('classes')} to {self.classes}"
+        old = record.get("splits", {})
+        changes = []
+        for split in SPLITS:
+            part, was = self._parts[split], old.get(split, {})
+            ids = _relative_ids(part.keys, self.source)
+            if was.get("sha256") == _ids_digest(ids, part.targets):
+                continue
+            before, now = set(was.get("files", [])), set(ids)
+            removed = [i for i in was.get("files", []) if i not in now]
+            added = [i for i in ids if i not in before]
+            if not removed and not added:
+                changes.append(f"{split}: the same {len(ids):,} images with other labels")
+                continue
+            text = f"{split}: {_count(removed, 'removed')}, {_count(added, 'added')}"
+            if split == "test":
+                leaked = now & set(old.get("train", {}).get("files", []))
+                if leaked:
+                    text += f" ({len(leaked):,} of the added ones were training images)"
+            changes.append(text)
+        return "; ".join(changes) or None
+
     # -- statistics ------------------------------------------------------------------
 
     def _mean_std(self):
@@ -530,6 +643,9 @@ class DataBundle:
         part = self._part(split)
         augment = split == "train" if augment is None else bool(augment)
         crop = self._check_crop(crop)
+        # Decode the whole split once (or read the cache), so an unreadable image stops
+        # here, naming the file, rather than in the middle of an epoch.
+        self.tensors(split)
         steps: list[Callable] = [self._resize]
         if crop is not None:
             steps.append(transforms.RandomCrop(crop) if augment else transforms.CenterCrop(crop))
@@ -585,16 +701,15 @@ class DataBundle:
         return self.cache_dir / name, key
 
     def _decode(self, part: _Part, split: str):
-        from tqdm.auto import tqdm
+        from hybridlib.progress import bar
 
         size = self.image_size
         images = torch.empty((len(part), 3, size, size), dtype=torch.uint8)
-        for i in tqdm(
+        for i in bar(
             range(len(part)),
             desc=f"decoding {self.name}/{split}",
-            unit="img",
-            leave=False,
-            disable=len(part) < 1000,
+            unit="image",
+            progress=len(part) >= 1000,
         ):
             array = np.array(self._resize(part.load(i)), dtype=np.uint8)  # (S, S, 3)
             images[i] = torch.from_numpy(array).permute(2, 0, 1)  # (S, S, 3) -> (3, S, S)
@@ -683,16 +798,37 @@ class DataBundle:
         )
 
 
+def _warn(message: str) -> None:
+    """One line on stderr: something cost time but nothing is wrong with the results."""
+    print(f"hybridlib: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _checksum(images: torch.Tensor, targets: torch.Tensor) -> str:
+    digest = hashlib.sha256(images.contiguous().numpy().data)  # ~0.15 s for CIFAR-10 train
+    digest.update(targets.contiguous().numpy().data)
+    return digest.hexdigest()
+
+
 def _read_cache(path: Path, key: dict):
+    """The cached (images, targets), or None when missing, stale, unreadable or corrupt."""
+    if not path.is_file():
+        return None
     try:
         stored = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        return None
-    except Exception:  # an unreadable cache file is rebuilt, never trusted
+    except Exception as error:  # an unreadable cache file is rebuilt, never trusted
+        _warn(f"cache file {path} cannot be read ({type(error).__name__}); decoding again")
         return None
     if not isinstance(stored, dict) or stored.get("key") != key:
+        return None  # made by another version or for other settings
+    images, targets = stored.get("images"), stored.get("targets")
+    if (
+        not isinstance(images, torch.Tensor)
+        or not isinstance(targets, torch.Tensor)
+        or stored.get("sha256") != _checksum(images, targets)
+    ):
+        _warn(f"cache file {path} is corrupt (checksum mismatch); decoding again")
         return None
-    return stored["images"], stored["targets"]
+    return images, targets
 
 
 def _write_cache(path: Path, key: dict, images: torch.Tensor, targets: torch.Tensor) -> None:
@@ -703,14 +839,16 @@ def _write_cache(path: Path, key: dict, images: torch.Tensor, targets: torch.Ten
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
         os.close(fd)
         try:
-            torch.save({"key": key, "images": images, "targets": targets}, tmp)
+            stored = {"key": key, "images": images, "targets": targets}
+            torch.save({**stored, "sha256": _checksum(images, targets)}, tmp)
             os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    except OSError:  # a read-only or full disk only costs the next run the decoding time
-        pass
+    except OSError as error:  # a read-only or full disk only costs the next run the decoding
+        reason = error.strerror or type(error).__name__
+        _warn(f"cannot write the cache file {path} ({reason}); the next run decodes again")
 
 
 # ---------------------------------------------------------------------------------------
@@ -915,6 +1053,10 @@ def load_dataset(
     for arg, value in (("image_size", image_size), ("num_classes", num_classes), ("limit", limit)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise HybridError(f"{arg}={value!r} must be a whole number >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise HybridError(
+            f"seed={seed!r} must be a whole number >= 0 (it seeds the splits), e.g. seed=0"
+        )
     root_path = data_root(root)
     if num_classes is None:
         num_classes = _DEFAULT_CLASSES.get(name)

@@ -28,19 +28,29 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import VisionDataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
 
 from hybridlib.errors import HybridError
 
-__all__ = ["CIFAR10Folder", "Digits", "TinyImageNet", "download_caltech101", "read_rgb"]
+__all__ = [
+    "CIFAR10Folder",
+    "Digits",
+    "TinyImageNet",
+    "download_caltech101",
+    "image_folder",
+    "is_image_file",
+    "read_rgb",
+]
 
 
 def read_rgb(path: str | os.PathLike) -> Image.Image:
     """Read an image file as a fully decoded RGB PIL image.
 
     Grayscale (and palette, CMYK, RGBA) images become 3-channel RGB, as paper A
-    does for Caltech 101's grayscale images, so every model sees 3 channels.
+    does for Caltech 101's grayscale images, so every model sees 3 channels; alpha is
+    dropped, as torchvision's loader does. 16-bit grayscale (PIL modes "I;16", "I") is
+    scaled to 8 bits by its high byte, as Pillow reads 16-bit RGB files (32768 -> 128).
 
     Args:
         path: the image file.
@@ -50,12 +60,69 @@ def read_rgb(path: str | os.PathLike) -> Image.Image:
     try:
         with open(path, "rb") as f:
             image = Image.open(f)
+            if image.mode.startswith("I"):  # convert() would clip every value > 255 to white
+                image = _high_byte(image)
             return image.convert("RGB")  # convert() decodes the whole file, so truncation shows
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise HybridError(
             f"cannot read image file {os.fspath(path)!r} ({error}); the file is unreadable or "
             "truncated: replace it (a fresh download restores it) or delete it, then run again"
         ) from None
+
+
+def _high_byte(image: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer) grayscale image as 8-bit "L": 0..65535 -> 0..255."""
+    values = np.asarray(image).astype(np.int64)  # decodes the whole file
+    return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """An image file by torchvision's extensions (`IMG_EXTENSIONS`), hidden files left out.
+
+    A stray `.DS_Store`, `Thumbs.db` or macOS `._image_0001.jpg` is not an image.
+    """
+    name = os.path.basename(os.fspath(path))
+    return not name.startswith(".") and has_file_allowed_extension(name, IMG_EXTENSIONS)
+
+
+def image_folder(
+    folder: str | os.PathLike, exclude: Sequence[str] = (), allow_empty: bool = False
+) -> tuple[list[str], list[tuple[str, int]]]:
+    """The class sub-folders of `folder` and their image files, as torchvision's ImageFolder.
+
+    Class folders are sorted by name (hidden ones and `exclude` left out); files are found
+    by torchvision's `make_dataset`, sorted, keeping only `is_image_file` names.
+
+    Args:
+        folder: the folder of class sub-folders.
+        exclude: folder names that are not classes.
+        allow_empty: keep a class folder without images (else a `HybridError`).
+    Returns:
+        (class names, [(path, class index), ...]).
+    """
+    folder = os.fspath(folder)
+    with os.scandir(folder) as entries:
+        classes = sorted(
+            e.name
+            for e in entries
+            if e.is_dir() and not e.name.startswith(".") and e.name not in exclude
+        )
+    if not classes:
+        raise HybridError(
+            f"{folder} has no class folders; put the images in one sub-folder per class "
+            f"(e.g. {os.path.join(folder, 'cat', '0001.jpg')})"
+        )
+    to_index = {c: i for i, c in enumerate(classes)}
+    samples = make_dataset(folder, to_index, is_valid_file=is_image_file, allow_empty=True)
+    counts = np.bincount([t for _, t in samples], minlength=len(classes))
+    empty = [c for c in classes if counts[to_index[c]] == 0]
+    if empty and not allow_empty:
+        raise HybridError(
+            f"class folder {os.path.join(folder, empty[0])} has no images"
+            + (f" (nor have {len(empty) - 1} more)" if len(empty) > 1 else "")
+            + f"; add images ({', '.join(IMG_EXTENSIONS)}) or remove the folder"
+        )
+    return classes, samples
 
 
 def _not_found(name: str, looked: Path, download_hint: str) -> HybridError:
@@ -187,7 +254,9 @@ class TinyImageNet(_ImageFiles):
         if self.split == "train":
             for wnid in self.wnids:
                 folder = self.folder / "train" / wnid / "images"
-                files = sorted(folder.glob("*.JPEG")) if folder.is_dir() else []
+                files = [
+                    f for f in sorted(folder.iterdir()) if f.is_file() and is_image_file(f)
+                ] if folder.is_dir() else []  # fmt: skip
                 if not files:
                     raise HybridError(
                         f"tiny-imagenet is incomplete: no images in {folder}; delete "
@@ -204,6 +273,13 @@ class TinyImageNet(_ImageFiles):
                     path = self.folder / "val" / "images" / parts[0]
                     samples.append((os.fspath(path), self.class_to_idx[parts[1]]))
             samples.sort()
+            missing = [path for path, _ in samples if not os.path.isfile(path)]
+            if missing:
+                raise HybridError(
+                    f"tiny-imagenet is incomplete: {len(missing):,} images listed in "
+                    f"{annotations} are missing (e.g. {missing[0]}); delete {self.folder} "
+                    "and download it again (download=True)"
+                )
         return samples
 
     def download(self) -> None:
@@ -323,8 +399,8 @@ class CIFAR10Folder(_ImageFiles):
         folder = Path(self.root) / self.base_folder / split
         if not folder.is_dir():
             raise _not_found("cifar10 (image folder)", folder, "")
-        self.classes, self.class_to_idx = find_classes(folder)
-        self.samples = make_dataset(folder, self.class_to_idx, extensions=IMG_EXTENSIONS)
+        self.classes, self.samples = image_folder(folder)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.targets = [t for _, t in self.samples]
 
     def extra_repr(self) -> str:

@@ -228,22 +228,26 @@ class GraphStep:
         self._lr = [group["lr"] for group in self.optimizer.param_groups]
         snapshot = _Snapshot(self.model, self.optimizer)
         try:
-            self.static_x = x.clone()  # keeps x's memory format (channels-last on CUDA)
-            self.static_y = y.clone()
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*capturable.*")
-                for _ in range(self.warmup):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self._step_body()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # Gradients are allocated inside the capture, from the graph's memory pool,
-            # and written afresh by every replay.
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph):
-                self.static_loss, self.static_correct = self._step_body()
+            with torch.cuda.device(self.device):  # --device cuda:1 captures on cuda:1
+                self.static_x = x.clone()  # keeps x's memory format (channels-last on CUDA)
+                self.static_y = y.clone()
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*capturable.*")
+                    for i in range(self.warmup):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        # A host sync cannot be captured: find one in the first warm-up
+                        # step, where it raises with its real cause, not during capture.
+                        with _sync_is_an_error(i == 0):
+                            self._step_body()
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                # Gradients are allocated inside the capture, from the graph's memory
+                # pool, and written afresh by every replay.
+                self.optimizer.zero_grad(set_to_none=True)
+                with torch.cuda.graph(graph, stream=side):
+                    self.static_loss, self.static_correct = self._step_body()
             snapshot.restore()
             self.graph = graph
         except HybridError:  # a wrong input shape etc.: the user's to fix
@@ -252,12 +256,28 @@ class GraphStep:
         except Exception as error:  # noqa: BLE001 - any capture failure means: go eager
             with contextlib.suppress(Exception):
                 torch.cuda.synchronize(self.device)
+            with contextlib.suppress(Exception):  # a failed capture_end can leave it set
+                torch.cuda.set_stream(torch.cuda.default_stream(self.device))
             snapshot.restore()
             self.optimizer.zero_grad(set_to_none=True)
             self.graph = None
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             self.reason = f"CUDA graph capture failed ({type(error).__name__}: {first_line})"
             _say(f"{self.reason}; training with the eager step instead")
+
+
+@contextlib.contextmanager
+def _sync_is_an_error(enabled: bool):
+    """Inside the block, an operation that waits for the GPU raises (CUDA only)."""
+    if not enabled:
+        yield
+        return
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
 
 
 class _Snapshot:
@@ -270,6 +290,10 @@ class _Snapshot:
     def __init__(self, model, optimizer):
         self.optimizer = optimizer
         self.tensors = [t for t in (*model.parameters(), *model.buffers())]
+        # dropout's draws in the warm-up are undone too, so the run draws as eager does
+        self.devices = sorted({t.device.index or 0 for t in self.tensors if t.is_cuda})
+        self.rng = torch.get_rng_state()
+        self.cuda_rng = {d: torch.cuda.get_rng_state(d) for d in self.devices}
         with torch.no_grad():
             self.saved = [t.detach().clone() for t in self.tensors]
             self.state = {
@@ -281,6 +305,9 @@ class _Snapshot:
 
     @torch.no_grad()
     def restore(self) -> None:
+        torch.set_rng_state(self.rng)
+        for device, state in self.cuda_rng.items():
+            torch.cuda.set_rng_state(state, device)
         for tensor, saved in zip(self.tensors, self.saved, strict=True):
             tensor.copy_(saved)
         for state in self.optimizer.state.values():
@@ -385,8 +412,7 @@ def make_train_step(
             )
         if not quiet:
             _say(f"{reason}; using the eager step")
-    if device.type != "cuda":
-        _make_uncapturable(optimizer)
+    _make_uncapturable(optimizer)  # e.g. resuming a graph run's checkpoint eagerly
     return EagerStep(
         model,
         optimizer,

@@ -34,7 +34,9 @@ class ConfusionMatrix:
         k = self.num_classes
         # (B,) pairs -> one bin per (true, predicted) cell of the flattened (K*K,) matrix
         cells = targets.to(torch.int64) * k + predictions.to(torch.int64)
-        self.counts += torch.bincount(cells, minlength=k * k)
+        # scatter_add_, not bincount: bincount reads the largest value back to size its
+        # output, a host sync per batch on CUDA; this stays on the device
+        self.counts.scatter_add_(0, cells, torch.ones_like(cells))
 
     def compute(self) -> torch.Tensor:
         """The (K, K) int64 matrix on the CPU; rows are true classes, columns predictions."""

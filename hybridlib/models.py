@@ -271,6 +271,29 @@ def classifier_head(
     return nn.Sequential(*layers)
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """`nn.LocalResponseNorm` that also trains under deterministic algorithms on CUDA.
+
+    PyTorch averages the squares over the channel window with `avg_pool3d`, whose CUDA
+    backward has no deterministic kernel; with `torch.use_deterministic_algorithms(True)`
+    on CUDA this sums the window's shifted slices instead (the same formula, rounded
+    in another order). Everywhere else it is PyTorch's own.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+            return local_response_norm_by_sums(x, self.size, self.alpha, self.beta, self.k)
+        return super().forward(x)
+
+
+def local_response_norm_by_sums(x, size: int, alpha: float, beta: float, k: float):
+    """x / (k + alpha / size * sum of x^2 over `size` neighbouring channels)^beta."""
+    channels = x.shape[1]
+    squares = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))  # (B, C + size - 1, H, W)
+    window = sum(squares[:, i : i + channels] for i in range(size))  # (B, C, H, W)
+    return x / (window * (alpha / size) + k).pow(beta)
+
+
 def _paper_b_conv_stack(*, lrn: bool, batch_norm: bool) -> nn.Sequential:
     """Paper B: (conv 5x5x64 'same', ReLU, max-pool, LRN) twice: (B, 3, 24, 24) -> (B, 64, 6, 6)."""
     layers: list[nn.Module] = []
@@ -281,7 +304,7 @@ def _paper_b_conv_stack(*, lrn: bool, batch_norm: bool) -> nn.Sequential:
         layers.append(nn.MaxPool2d(3, stride=2, padding=1))
         if lrn:
             # TensorFlow's depth_radius=4, bias=1, alpha=0.001/9, beta=0.75 in PyTorch's terms
-            layers.append(nn.LocalResponseNorm(size=9, alpha=0.001, beta=0.75, k=1.0))
+            layers.append(LocalResponseNorm(size=9, alpha=0.001, beta=0.75, k=1.0))
         in_channels = 64
     return nn.Sequential(*layers)
 

@@ -211,14 +211,22 @@ def read_runs(paths) -> pd.DataFrame:
     """
     if isinstance(paths, pd.DataFrame):
         return paths
-    rows = [_read_run(run_dir) for run_dir in find_run_dirs(paths)]
+    rows = [row for run_dir in find_run_dirs(paths) if (row := _read_run(run_dir))]
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
-def _read_run(run_dir: Path) -> dict[str, Any]:
-    config = json.loads((run_dir / "config.json").read_text())
+def _read_run(run_dir: Path) -> dict[str, Any] | None:
+    """A run's row, or None (with a one-line warning) when its files cannot be read:
+    one broken run must not keep the others out of a table."""
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        if not isinstance(config, dict) or not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        print(f"hybridlib: skipping {run_dir}: cannot read its files ({error})", file=sys.stderr)
+        return None
     row = {name: summary.get(name, config.get(name)) for name in RUN_COLUMNS}
     row["run_dir"] = str(run_dir)
     row["status"] = summary.get("status", "incomplete")

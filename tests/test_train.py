@@ -7,6 +7,7 @@ and 1-3 epochs, so the whole file runs in well under a minute on two CPU cores.
 from __future__ import annotations
 
 import json
+import os
 import math
 import threading
 
@@ -307,22 +308,22 @@ def test_resume_after_interrupt_gives_the_same_history(reference_run, tmp_path):
 def test_killed_during_checkpoint_save_still_resumes(reference_run, tmp_path, monkeypatch):
     reference_dir, config = reference_run
     config = config.replace(out=str(tmp_path / "run"))
-    real_save = torch.save
+    real_replace = os.replace
     saves = []
 
-    def dying_save(obj, handle, *args, **kwargs):
-        saves.append(getattr(handle, "name", handle))
-        if len(saves) == 2:  # the end of epoch 2: write half a file, then "die"
-            handle.write(b"PK\x03\x04 half a checkpoint")
-            raise KeyboardInterrupt
-        return real_save(obj, handle, *args, **kwargs)
+    def dying_replace(src, dst, *args, **kwargs):
+        if str(dst).endswith("checkpoint.pt"):
+            saves.append(dst)
+            if len(saves) == 2:  # the end of epoch 2: the new file is written, then "die"
+                raise KeyboardInterrupt
+        return real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", dying_save)
+    monkeypatch.setattr(os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         train.run_training(config)
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(os, "replace", real_replace)
     run_dir = tmp_path / "run"
-    assert (run_dir / "checkpoint.pt.tmp").exists()  # the torn write
+    assert (run_dir / "checkpoint.pt.tmp").exists()  # the write that never got renamed
     assert train.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1  # the previous one
 
     train.run_training(config, resume=True)
