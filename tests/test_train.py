@@ -7,8 +7,8 @@ and 1-3 epochs, so the whole file runs in well under a minute on two CPU cores.
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import threading
 
 import pandas as pd
