@@ -68,11 +68,33 @@ def shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def absolute_path(text: str) -> str:
+    """A path as an absolute string, so a saved config finds it from any folder."""
+    return os.path.abspath(os.path.expanduser(text))
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: the problem and where help is."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """--folder and --num-classes: RunConfig's `folder` and `num_classes` (defaults None)."""
+    p.add_argument(
+        "--folder",
+        type=absolute_path,
+        default=None,
+        help="for --dataset folder: a folder with one sub-folder of images per class",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="classes to keep (default: the data set's: Caltech 101 10, Tiny ImageNet 5, "
+        "others all)",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -88,6 +110,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--download", action="store_true", help="download a missing data set from its official host"
     )
+    _add_data_options(p)
     p.add_argument(
         "--recipe",
         default="paper",
@@ -239,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--device", default="auto", help="(default: auto)")
     p.add_argument("--data-root", default=None)
+    _add_data_options(p)
     p.add_argument("--seed", type=int, default=0, help="weights and shuffling seed (default: 0)")
     p.add_argument(
         "--limit", type=positive_int, default=None, help="at most this many images per split"

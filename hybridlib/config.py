@@ -118,7 +118,10 @@ class RunConfig:
         if self.dataset not in DATASET_NAMES:
             raise choices_error("dataset", self.dataset, DATASET_NAMES)
         if self.dataset == "folder" and not self.folder:
-            raise HybridError("dataset 'folder' needs folder=PATH (an image folder per class)")
+            raise HybridError(
+                "dataset 'folder' needs folder=PATH (--folder PATH on the command line): "
+                "a folder with one sub-folder of images per class"
+            )
         for name in ("batch_size", "epochs", "val_every", "eval_batch_size", "image_size"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("limit", "num_classes"):
@@ -227,6 +230,10 @@ class RunConfig:
             parts.append(f"--step-mode {self.step_mode}")
         if self.limit is not None:
             parts.append(f"--limit {self.limit}")
+        if self.folder:
+            parts.append(f"--folder {self.folder}")
+        if self.num_classes is not None:
+            parts.append(f"--num-classes {self.num_classes}")
         if self.data_root:
             parts.append(f"--data-root {self.data_root}")
         flags = {

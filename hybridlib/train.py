@@ -899,6 +899,8 @@ _ARG_FIELDS = {
     "data_root": "data_root",
     "download": "download",
     "limit": "limit",
+    "folder": "folder",
+    "num_classes": "num_classes",
     "deterministic": "deterministic",
     "cpu_bf16": "cpu_bf16",
     "per_rank_batch": "per_rank_batch",
