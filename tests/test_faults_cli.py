@@ -129,3 +129,65 @@ def test_train_a_folder_data_set_from_the_command_line(capsys, tmp_path, monkeyp
     assert cli.main(["evaluate", str(run_dir), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "cat" in out and "dog" in out and "emu" not in out
+
+
+# ------------------------------------------------------- 9: course parameters
+@pytest.fixture()
+def executed_before(tmp_path):
+    """A course output folder holding an executed notebook from an earlier run."""
+    out = tmp_path / "course"
+    (out / "notebooks").mkdir(parents=True)
+    earlier = out / "notebooks" / "02_cnn.ipynb"
+    earlier.write_text('{"cells": [], "note": "executed earlier"}\n')
+    return out, earlier, earlier.read_bytes(), earlier.stat().st_mtime_ns
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("epoch", "3", "unknown notebook parameter 'epoch' (-p epoch ...); did you mean 'epochs'?"),
+        ("epochs", "three", "parameter epochs is a int in 02_cnn.ipynb (default 3), got 'three'"),
+        ("epochs", "2.5", "got 2.5; pass e.g. -p epochs 3"),
+        ("dataset", "3", "parameter dataset is a str in 02_cnn.ipynb"),
+    ],
+)
+def test_course_refuses_bad_parameters_before_writing(
+    capsys, executed_before, name, value, expected
+):
+    out, earlier, content, mtime = executed_before
+    message = fails(capsys, "course", "--only", "02", "--out", str(out), "-p", name, value)
+    assert expected in message
+    if name == "epoch":  # the list of what the notebook declares
+        assert "declare: data_root, dataset, device, epochs, limit, out_dir" in message
+    assert earlier.read_bytes() == content and earlier.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in out.rglob("*")) == ["02_cnn.ipynb", "notebooks"]
+
+
+def test_course_parameter_types_follow_the_defaults(tmp_path):
+    import nbformat
+
+    from hybridlib.course import check_overrides
+    from hybridlib.errors import HybridError
+
+    folder = tmp_path / "nb"
+    folder.mkdir()
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(
+        "epochs = 3\nlr = 0.1\nlimit = 600  # None: every image\nflag = False\n"
+        'names = ["a"]\nanything = None'
+    )
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, folder / "00_x.ipynb")
+    good = {"epochs": 5, "lr": 1, "limit": None, "flag": True, "names": ["b"], "anything": "x"}
+    assert check_overrides([folder / "00_x.ipynb"], good) == {**good, "lr": 1.0}
+
+    for bad in ({"epochs": None}, {"epochs": True}, {"flag": 1}, {"names": "b"}, {"lr": "x"}):
+        with pytest.raises(HybridError, match=f"parameter {next(iter(bad))} is a"):
+            check_overrides([folder / "00_x.ipynb"], bad)
