@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from hybridlib import __version__
-from hybridlib.errors import HybridError
+from hybridlib.errors import HybridError, Terminated
 
 # command -> (module, function) that carries it out.
 HANDLERS = {
@@ -36,6 +38,11 @@ HANDLERS = {
     "figures": ("hybridlib.diagrams", "cli_figures"),
     "data": ("hybridlib.data", "cli_data"),
 }
+
+
+def _terminate(signum, frame):
+    """`kill PID` stops a command as Ctrl-C does, but it exits 143 (see `Terminated`)."""
+    raise Terminated
 
 
 def positive_int(text: str) -> int:
@@ -324,8 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that compute, and so read $HYBRIDLIB_THREADS (checked before they start).
+COMPUTING = ("train", "evaluate", "reproduce", "bench", "course")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv` and run the command. Returns the exit status."""
+    """Parse `argv` (default: the program's arguments) and run the command.
+
+    Returns the exit status: 0 done, 1 a run failed (diverged), 2 a mistake the user
+    can fix (one line on stderr), 130 Ctrl-C, 143 SIGTERM, 141 a closed pipe. As the
+    program (`argv` None), SIGTERM stops a run as Ctrl-C does: it keeps its checkpoint
+    and summary.
+    """
+    program = argv is None and threading.current_thread() is threading.main_thread()
+    if program:
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -334,13 +354,22 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function_name = HANDLERS[args.command]
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
+        if args.command in COMPUTING:
+            from hybridlib import runtime
+
+            runtime.threads_setting()  # an invalid $HYBRIDLIB_THREADS: stop before any work
         return int(handler(args) or 0)
     except HybridError as error:
         print(f"hybridlib {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"hybridlib {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        if program:  # a further Ctrl-C must not turn this message into a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        terminated = isinstance(interrupt, Terminated)
+        what = "terminated" if terminated else "interrupted"
+        print(f"hybridlib {args.command}: {what}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so Python's exit-time flush cannot fail again

@@ -766,12 +766,13 @@ def run_training(
         rundir.write_summary(run_dir, status="diverged", message=str(error), **base)
         raise
     except KeyboardInterrupt:
-        rundir.write_summary(run_dir, status="interrupted", **base)
-        print(
-            f"hybridlib: interrupted; continue with: python -m hybridlib train "
-            f"--out {run_dir} --resume",
-            file=sys.stderr,
-        )
+        with runtime.shielded(deliver=False):  # a second Ctrl-C must not lose the summary
+            rundir.write_summary(run_dir, status="interrupted", **base)
+            print(
+                f"hybridlib: interrupted; continue with: python -m hybridlib train "
+                f"--out {run_dir} --resume",
+                file=sys.stderr,
+            )
         raise
     if history.stopped_at is not None:
         rundir.write_summary(run_dir, status="stopped", history=history, **base)

@@ -191,3 +191,138 @@ def test_course_parameter_types_follow_the_defaults(tmp_path):
     for bad in ({"epochs": None}, {"epochs": True}, {"flag": 1}, {"names": "b"}, {"lr": "x"}):
         with pytest.raises(HybridError, match=f"parameter {next(iter(bad))} is a"):
             check_overrides([folder / "00_x.ipynb"], bad)
+
+
+# ------------------------------------------- 10: threads, signals, lr in tables
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5"])
+def test_an_invalid_thread_count_is_refused_before_any_work(capsys, tmp_env, monkeypatch, value):
+    monkeypatch.setenv("HYBRIDLIB_THREADS", value)
+    message = fails(capsys, "train", *QUICK)
+    assert f"HYBRIDLIB_THREADS={value!r} is not a thread count" in message
+    assert "e.g. HYBRIDLIB_THREADS=2" in message
+    assert not (tmp_env / "runs").exists()  # no run folder was started
+
+
+def test_shielded_holds_signals_off_while_files_are_written():
+    import os
+    import signal
+
+    from hybridlib import runtime
+
+    with runtime.shielded(deliver=False):
+        os.kill(os.getpid(), signal.SIGINT)  # dropped: the caller is already stopping
+    with pytest.raises(KeyboardInterrupt), runtime.shielded():
+        os.kill(os.getpid(), signal.SIGINT)
+        written = True  # the block ran to its end before the interrupt
+    assert written
+    with pytest.raises(runtime.Terminated), runtime.shielded():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_results_print_a_small_learning_rate_readably(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", *QUICK, "--lr", "1e-4", "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    for markdown in ([], ["--markdown"]):
+        assert cli.main(["results", str(run_dir), *markdown]) == 0
+        out = capsys.readouterr().out
+        assert "0.0001" in out, out
+
+
+def _start(argv: list[str], *, script: str | None = None, **kwargs):
+    """`python -m hybridlib ARGV` (or a script given ARGV) in the foreground's signal state."""
+    import signal
+    import subprocess
+
+    command = [sys.executable, "-c", script] if script else [sys.executable, "-m", "hybridlib"]
+    return subprocess.Popen(
+        [*command, *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C reaches Python as KeyboardInterrupt even under a background test runner
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kwargs,
+    )
+
+
+def _wait_for(condition, process, what: str, timeout: float = 600) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout  # generous: a busy 2-core machine starts slowly
+    while not condition():
+        assert process.poll() is None, f"{what}: the command ended first"
+        assert time.monotonic() < deadline, f"{what}: timed out"
+        time.sleep(0.1)
+
+
+def _stop(process) -> str:
+    """Whatever a test started ends with it; returns its stderr."""
+    if process.poll() is None:
+        process.kill()
+    return process.communicate(timeout=60)[1]
+
+
+# rundir.write_summary made slow for an interrupted run, so a second Ctrl-C lands in it
+_SLOW_SUMMARY = """
+import sys, time
+from pathlib import Path
+from hybridlib import cli, rundir
+
+real = rundir.write_summary
+
+
+def slow(run_dir, *args, **kwargs):
+    if kwargs.get("status") == "interrupted":
+        (Path(run_dir) / "writing-summary").write_text("")
+        time.sleep(3)
+    return real(run_dir, *args, **kwargs)
+
+
+rundir.write_summary = slow
+sys.argv[0] = "hybridlib"
+sys.exit(cli.main())
+"""
+
+
+def test_a_second_ctrl_c_does_not_lose_the_interrupted_summary(tmp_path):
+    import json
+    import signal
+
+    run_dir = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--limit", "48", "--epochs", "100000"]
+    process = _start([*argv, "--out", str(run_dir)], script=_SLOW_SUMMARY)
+    try:
+        _wait_for((run_dir / "checkpoint.pt").is_file, process, "first epoch")
+        process.send_signal(signal.SIGINT)
+        _wait_for((run_dir / "writing-summary").is_file, process, "summary", timeout=120)
+        process.send_signal(signal.SIGINT)  # the impatient second Ctrl-C
+        process.wait(timeout=120)
+    finally:
+        err = _stop(process)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().endswith("hybridlib train: interrupted"), err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert f"--out {run_dir} --resume" in err
+
+
+def test_sigterm_to_a_grid_with_jobs_exits_143_and_keeps_each_run(tmp_path):
+    import json
+    import signal
+
+    grid = tmp_path / "grid"
+    argv = ["reproduce", "--table", "paper-a", "--seeds", "1", "--datasets", "digits"]
+    argv += ["--limit", "48", "--epochs", "100000", "--jobs", "2", "--out", str(grid)]
+    process = _start(argv)
+    try:
+        _wait_for(lambda: len(list(grid.glob("*/checkpoint.pt"))) >= 2, process, "two runs")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=180)
+    finally:
+        err = _stop(process)
+    assert process.returncode == 143 and "Traceback" not in err, err
+    assert err.strip().endswith("hybridlib reproduce: terminated"), err
+    started = [p.parent for p in grid.glob("*/checkpoint.pt")]
+    for run_dir in started:  # each run that trained says so and can be resumed
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
