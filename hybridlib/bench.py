@@ -474,6 +474,9 @@ def format_table(result: dict[str, Any], *, markdown: bool = False) -> str:
 
 def cli_bench(args) -> int:
     """`python -m hybridlib bench ...`: print the table; with --out also write JSON + markdown."""
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)  # an --out that cannot be a folder: say so first
     result = run_bench(
         args.model,
         args.dataset,
@@ -490,9 +493,7 @@ def cli_bench(args) -> int:
         num_classes=getattr(args, "num_classes", None),
     )
     print(format_table(result), end="")
-    if args.out:
-        out = Path(args.out).expanduser()
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         device = result["environment"]["device"].split()[0].replace(":", "")
         stem = out / f"bench-{args.model}-{args.dataset}-{device}"
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -18,6 +18,7 @@ raise `HybridError` and end here as one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -374,3 +375,60 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so Python's exit-time flush cannot fail again
         return 141
+    except OSError as error:
+        if error.filename is None:  # not about a path: a real fault, with its traceback
+            raise
+        print(f"hybridlib {args.command}: error: {path_message(error, args)}", file=sys.stderr)
+        return 1 if error.errno in _FULL else 2
+
+
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # a fault, not a mistake: exit 1
+
+
+def _setting_for(path: str, args: argparse.Namespace) -> str | None:
+    """The option or variable that gave `path` (or a folder above or below it)."""
+    given = [(f"--{name.replace('_', '-')}", getattr(args, name, None)) for name in _PATH_OPTIONS]
+    given += [(f"${name}", os.environ.get(name)) for name in ("HYBRIDLIB_RUNS", "HYBRIDLIB_DATA")]
+    target = os.path.abspath(os.path.expanduser(path))
+    for label, value in given:
+        if isinstance(value, str) and value:
+            folder = os.path.abspath(os.path.expanduser(value))
+            if os.path.commonpath([folder, target]) in (folder, target):
+                return label
+    return None
+
+
+# options whose value is a path, in the order they are blamed for a path error
+_PATH_OPTIONS = ("out", "run_dir", "folder", "data_root", "figures")
+
+
+def path_message(error: OSError, args: argparse.Namespace) -> str:
+    """One line for an OSError about a path: which path, what is wrong, how to fix it."""
+    path = str(error.filename)
+    setting = _setting_for(path, args)
+    where = f" (from {setting})" if setting else ""
+    if setting is None:
+        choose = "choose"
+    elif setting.startswith("$"):
+        choose = f"set {setting[1:]} to"
+    else:
+        choose = f"give {setting}"
+    if isinstance(error, FileExistsError | NotADirectoryError):
+        problem = "is, or lies under, a file where a folder is needed"
+        fix = f"{choose} a folder path, or move the file away"
+    elif isinstance(error, IsADirectoryError):
+        problem = "is a folder where a file is needed"
+        fix = f"{choose} a file path"
+    elif isinstance(error, FileNotFoundError):
+        problem = "does not exist"
+        fix = f"{choose} an existing path"
+    elif error.errno in _FULL:
+        problem = "cannot be written: the disk is full"
+        fix = "free some space (or choose a folder on another disk) and run the command again"
+    elif isinstance(error, PermissionError) or error.errno == errno.EROFS:
+        problem = f"cannot be written ({error.strerror or 'permission denied'})"
+        fix = f"{choose} a folder you can write to"
+    else:
+        problem = f"cannot be used ({error.strerror or error})"
+        fix = f"{choose} another path"
+    return f"{path}{where} {problem}; {fix}"

@@ -326,3 +326,90 @@ def test_sigterm_to_a_grid_with_jobs_exits_143_and_keeps_each_run(tmp_path):
     started = [p.parent for p in grid.glob("*/checkpoint.pt")]
     for run_dir in started:  # each run that trained says so and can be resumed
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+
+# ----------------------------------------------------- 8: paths a user gave
+def test_out_that_is_a_file_is_one_line(capsys, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me\n")
+    for out in (afile, afile / "run"):
+        message = fails(capsys, "train", *QUICK, "--out", str(out))
+        assert f"{out} (from --out) is, or lies under, a file where a folder is needed" in message
+        assert "give --out a folder path" in message
+    assert afile.read_text() == "keep me\n"
+    message = fails(capsys, "bench", "--steps", "1", "--out", str(afile))
+    assert "give --out a folder path" in message
+
+
+def test_hybridlib_runs_that_is_a_file_is_one_line(capsys, tmp_path, monkeypatch):
+    afile = tmp_path / "runs-file"
+    afile.write_text("")
+    monkeypatch.setenv("HYBRIDLIB_RUNS", str(afile))
+    message = fails(capsys, "train", *QUICK)
+    assert "(from $HYBRIDLIB_RUNS)" in message and "set HYBRIDLIB_RUNS to a folder" in message
+    message = fails(capsys, "course", "--only", "00")
+    assert "set HYBRIDLIB_RUNS to a folder" in message
+
+
+@pytest.mark.parametrize(
+    "code, status, expected",
+    [
+        ("EROFS", 2, "cannot be written (Read-only file system); give --out a folder you can"),
+        ("EACCES", 2, "cannot be written (Permission denied); give --out a folder you can"),
+        ("ENOSPC", 1, "cannot be written: the disk is full; free some space"),
+    ],
+)
+def test_out_that_cannot_be_written_is_one_line(
+    capsys, tmp_path, monkeypatch, code, status, expected
+):
+    import errno
+    import os
+
+    locked = tmp_path / "locked"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):  # as on a read-only mount (tests may run as root)
+        if str(self).startswith(str(locked)):
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    message = fails(capsys, "train", *QUICK, "--out", str(locked / "run"), status=status)
+    assert expected in message and str(locked) in message
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys")
+def test_out_in_a_system_folder_is_one_line():
+    import subprocess
+
+    argv = ["train", *QUICK, "--out", "/sys/hybridlib-test/run"]
+    result = subprocess.run(
+        [sys.executable, "-m", "hybridlib", *argv], capture_output=True, text=True, timeout=600
+    )
+    if result.returncode == 0:  # pragma: no cover - a machine where /sys is writable
+        pytest.skip("/sys is writable here")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("hybridlib train: error: /sys/hybridlib-test") and "--out" in line
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"name": "my-app", "version": 3}\n', "it holds fields name, version"),
+        ("[1, 2]\n", "it holds a JSON list"),
+        ("{}\n", "it holds no fields"),
+        ('{"model": "cnn", "dataset": "digits", "colour": 1}\n', "unknown field(s) colour"),
+    ],
+)
+def test_a_config_json_from_another_program_is_refused(capsys, tmp_path, content, expected):
+    other = tmp_path / "other-app"
+    other.mkdir()
+    (other / "config.json").write_text(content)
+    for argv in (["evaluate", str(other)], ["train", "--out", str(other), "--resume"]):
+        message = fails(capsys, *argv)
+        assert "is not a hybridlib run config" in message and expected in message
+        assert "give a run directory written by `hybridlib train`" in message
+    assert (other / "config.json").read_text() == content  # nothing overwritten
+    assert sorted(p.name for p in other.iterdir()) == ["config.json"]
