@@ -287,7 +287,7 @@ def bench_command(**values: Any) -> str:
     parts = ["python -m hybridlib bench"]
     for name in ("model", "dataset", "batch_size", "steps", "repeats", "warmup", "device"):
         parts.append(f"--{name.replace('_', '-')} {values[name]}")
-    for name in ("data_root", "limit", "seed"):
+    for name in ("data_root", "limit", "folder", "num_classes", "seed"):
         if values.get(name) is not None:
             parts.append(f"--{name.replace('_', '-')} {values[name]}")
     if values.get("cpu_bf16"):
@@ -321,6 +321,8 @@ def run_bench(
     seed: int = 0,
     limit: int | None = None,
     cpu_bf16: bool = False,
+    folder: str | None = None,
+    num_classes: int | None = None,
     paths: tuple[str, ...] = PATHS,
 ) -> dict[str, Any]:
     """Time the plain loop, hybridlib's default and its fastest path (see the module doc).
@@ -334,6 +336,7 @@ def run_bench(
         seed: seeds the weights (the same for every path) and the shuffling.
         limit: at most this many training images (None: the whole split).
         cpu_bf16: the fastest CPU path uses bf16 autocast (changes numerics).
+        folder, num_classes: as `RunConfig`'s (dataset="folder"; classes to keep).
         paths: which of "plain", "default", "fast" to time.
     Returns:
         {"rows": [BenchRow as dict, ...], "environment": ..., "command": ..., "settings": ...}
@@ -357,6 +360,8 @@ def run_bench(
         device=str(torch_device),
         data_root=data_root,
         limit=limit,
+        folder=folder,
+        num_classes=num_classes,
         progress=False,
     )
     bundle = load_bundle(config)
@@ -419,6 +424,8 @@ def run_bench(
         device=device,
         data_root=data_root,
         limit=limit,
+        folder=folder,
+        num_classes=num_classes,
         seed=seed,
         cpu_bf16=cpu_bf16,
     )
@@ -480,6 +487,9 @@ def format_table(result: dict[str, Any], *, markdown: bool = False) -> str:
 
 def cli_bench(args) -> int:
     """`python -m hybridlib bench ...`: print the table; with --out also write JSON + markdown."""
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)  # an --out that cannot be a folder: say so first
     result = run_bench(
         args.model,
         args.dataset,
@@ -492,11 +502,11 @@ def cli_bench(args) -> int:
         seed=getattr(args, "seed", 0),
         limit=getattr(args, "limit", None),
         cpu_bf16=getattr(args, "cpu_bf16", False),
+        folder=getattr(args, "folder", None),
+        num_classes=getattr(args, "num_classes", None),
     )
     print(format_table(result), end="")
-    if args.out:
-        out = Path(args.out).expanduser()
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         device = result["environment"]["device"].split()[0].replace(":", "")
         stem = out / f"bench-{args.model}-{args.dataset}-{device}"
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -18,12 +18,15 @@ raise `HybridError` and end here as one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from hybridlib import __version__
-from hybridlib.errors import HybridError
+from hybridlib.errors import HybridError, Terminated
 
 # command -> (module, function) that carries it out.
 HANDLERS = {
@@ -36,6 +39,11 @@ HANDLERS = {
     "figures": ("hybridlib.diagrams", "cli_figures"),
     "data": ("hybridlib.data", "cli_data"),
 }
+
+
+def _terminate(signum, frame):
+    """`kill PID` stops a command as Ctrl-C does, but it exits 143 (see `Terminated`)."""
+    raise Terminated
 
 
 def positive_int(text: str) -> int:
@@ -68,11 +76,33 @@ def shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def absolute_path(text: str) -> str:
+    """A path as an absolute string, so a saved config finds it from any folder."""
+    return os.path.abspath(os.path.expanduser(text))
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: the problem and where help is."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """--folder and --num-classes: RunConfig's `folder` and `num_classes` (defaults None)."""
+    p.add_argument(
+        "--folder",
+        type=absolute_path,
+        default=None,
+        help="for --dataset folder: a folder with one sub-folder of images per class",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="classes to keep (default: the data set's: Caltech 101 10, Tiny ImageNet 5, "
+        "others all)",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -88,6 +118,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--download", action="store_true", help="download a missing data set from its official host"
     )
+    _add_data_options(p)
     p.add_argument(
         "--recipe",
         default="paper",
@@ -253,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--device", default="auto", help="(default: auto)")
     p.add_argument("--data-root", default=None)
+    _add_data_options(p)
     p.add_argument("--seed", type=int, default=0, help="weights and shuffling seed (default: 0)")
     p.add_argument(
         "--limit", type=positive_int, default=None, help="at most this many images per split"
@@ -327,8 +359,21 @@ def given_options(argv: list[str] | None) -> set[str]:
     return set(vars(parser.parse_args(argv))) - {"command"}
 
 
+# Commands that compute, and so read $HYBRIDLIB_THREADS (checked before they start).
+COMPUTING = ("train", "evaluate", "reproduce", "bench", "course")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv` and run the command. Returns the exit status."""
+    """Parse `argv` (default: the program's arguments) and run the command.
+
+    Returns the exit status: 0 done, 1 a run failed (diverged), 2 a mistake the user
+    can fix (one line on stderr), 130 Ctrl-C, 143 SIGTERM, 141 a closed pipe. As the
+    program (`argv` None), SIGTERM stops a run as Ctrl-C does: it keeps its checkpoint
+    and summary.
+    """
+    program = argv is None and threading.current_thread() is threading.main_thread()
+    if program:
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -338,14 +383,80 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function_name = HANDLERS[args.command]
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
+        if args.command in COMPUTING:
+            from hybridlib import runtime
+
+            runtime.threads_setting()  # an invalid $HYBRIDLIB_THREADS: stop before any work
         return int(handler(args) or 0)
     except HybridError as error:
         print(f"hybridlib {args.command}: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)  # 1 for runtime faults such as a full disk
-    except KeyboardInterrupt:
-        print(f"hybridlib {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        if program:  # a further Ctrl-C must not turn this message into a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        terminated = isinstance(interrupt, Terminated)
+        what = "terminated" if terminated else "interrupted"
+        print(f"hybridlib {args.command}: {what}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so Python's exit-time flush cannot fail again
         return 141
+    except OSError as error:
+        if error.filename is None:  # not about a path: a real fault, with its traceback
+            raise
+        print(f"hybridlib {args.command}: error: {path_message(error, args)}", file=sys.stderr)
+        return 1 if error.errno in _FULL else 2
+
+
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # a fault, not a mistake: exit 1
+
+
+def _setting_for(path: str, args: argparse.Namespace) -> str | None:
+    """The option or variable that gave `path` (or a folder above or below it)."""
+    given = [(f"--{name.replace('_', '-')}", getattr(args, name, None)) for name in _PATH_OPTIONS]
+    given += [(f"${name}", os.environ.get(name)) for name in ("HYBRIDLIB_RUNS", "HYBRIDLIB_DATA")]
+    target = os.path.abspath(os.path.expanduser(path))
+    for label, value in given:
+        if isinstance(value, str) and value:
+            folder = os.path.abspath(os.path.expanduser(value))
+            if os.path.commonpath([folder, target]) in (folder, target):
+                return label
+    return None
+
+
+# options whose value is a path, in the order they are blamed for a path error
+_PATH_OPTIONS = ("out", "run_dir", "folder", "data_root", "figures")
+
+
+def path_message(error: OSError, args: argparse.Namespace) -> str:
+    """One line for an OSError about a path: which path, what is wrong, how to fix it."""
+    path = str(error.filename)
+    setting = _setting_for(path, args)
+    where = f" (from {setting})" if setting else ""
+    if setting is None:
+        choose = "choose"
+    elif setting.startswith("$"):
+        choose = f"set {setting[1:]} to"
+    else:
+        choose = f"give {setting}"
+    if isinstance(error, FileExistsError | NotADirectoryError):
+        problem = "is, or lies under, a file where a folder is needed"
+        fix = f"{choose} a folder path, or move the file away"
+    elif isinstance(error, IsADirectoryError):
+        problem = "is a folder where a file is needed"
+        fix = f"{choose} a file path"
+    elif isinstance(error, FileNotFoundError):
+        problem = "does not exist"
+        fix = f"{choose} an existing path"
+    elif error.errno in _FULL:
+        problem = "cannot be written: the disk is full"
+        fix = "free some space (or choose a folder on another disk) and run the command again"
+    elif isinstance(error, PermissionError) or error.errno == errno.EROFS:
+        problem = f"cannot be written ({error.strerror or 'permission denied'})"
+        fix = f"{choose} a folder you can write to"
+    else:
+        problem = f"cannot be used ({error.strerror or error})"
+        fix = f"{choose} another path"
+    return f"{path}{where} {problem}; {fix}"

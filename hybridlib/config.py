@@ -119,7 +119,10 @@ class RunConfig:
         if self.dataset not in DATASET_NAMES:
             raise choices_error("dataset", self.dataset, DATASET_NAMES)
         if self.dataset == "folder" and not self.folder:
-            raise HybridError("dataset 'folder' needs folder=PATH (an image folder per class)")
+            raise HybridError(
+                "dataset 'folder' needs folder=PATH (--folder PATH on the command line): "
+                "a folder with one sub-folder of images per class"
+            )
         for name in ("batch_size", "epochs", "val_every", "eval_batch_size", "image_size"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("limit", "num_classes"):
@@ -195,16 +198,36 @@ class RunConfig:
     @classmethod
     def from_json(cls, source: str | os.PathLike) -> RunConfig:
         """Read a config from a JSON file path or a JSON string."""
-        text = str(source)
+        text, path = str(source), None
         if not text.lstrip().startswith("{"):
             path = Path(source)
             if not path.is_file():
                 raise HybridError(f"config file {str(path)!r} not found")
-            text = path.read_text()
+            try:
+                text = path.read_text()
+            except UnicodeDecodeError:
+                text = "not text"
+        where = f"config {str(path)!r}" if path else "config"
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
-            raise HybridError(f"config is not valid JSON: {error}") from None
+            raise HybridError(f"{where} is not valid JSON: {error}") from None
+        # a config.json another program wrote: say so rather than train or test on defaults
+        known = {f.name for f in fields(cls)}
+        if not isinstance(values, dict) or not {"model", "dataset"} <= set(values):
+            what = f"a JSON {type(values).__name__}" if not isinstance(values, dict) else None
+            keys = ", ".join(sorted(str(k) for k in values)) if isinstance(values, dict) else ""
+            has = what or (f"fields {keys}" if keys else "no fields")
+            raise HybridError(
+                f"{where} is not a hybridlib run config (it holds {has}, not RunConfig's "
+                "model, dataset, ...); give a run directory written by `hybridlib train`"
+            )
+        unknown = sorted(set(values) - known)
+        if unknown and path is not None:
+            raise HybridError(
+                f"{where} is not a hybridlib run config: unknown field(s) {', '.join(unknown)}; "
+                "give a run directory written by `hybridlib train`"
+            )
         return cls.from_dict(values)
 
     def replace(self, **changes: Any) -> RunConfig:
@@ -230,6 +253,10 @@ class RunConfig:
             parts.append(f"--step-mode {self.step_mode}")
         if self.limit is not None:
             parts.append(f"--limit {self.limit}")
+        if self.folder:
+            parts.append(f"--folder {self.folder}")
+        if self.num_classes is not None:
+            parts.append(f"--num-classes {self.num_classes}")
         if self.data_root:
             parts.append(f"--data-root {self.data_root}")
         flags = {

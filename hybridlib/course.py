@@ -13,6 +13,7 @@ that failed; the partly executed copy is kept so the error can be read there.
 from __future__ import annotations
 
 import ast
+import difflib
 import time
 from pathlib import Path
 
@@ -59,6 +60,66 @@ def _parse_value(text: str) -> object:
         return text
 
 
+def check_overrides(notebooks: list[Path], overrides: dict[str, object]) -> dict[str, object]:
+    """`overrides` checked against the parameters the notebooks declare; returns them.
+
+    A name no notebook declares, or a value whose type differs from the default's
+    in a notebook's `parameters` cell, raises `HybridError` (before anything runs or
+    is written). A None default accepts any value, an int or float default a whole
+    number, a float default any number; None is accepted where the parameter's
+    comment offers it (e.g. `limit`: "None: every image").
+
+    Returns:
+        The overrides, a float parameter's whole numbers as floats.
+    """
+    import papermill
+
+    declared = {path.name: papermill.inspect_notebook(str(path)) for path in notebooks}
+    names = sorted({name for params in declared.values() for name in params})
+    checked = dict(overrides)
+    for name, value in overrides.items():
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise HybridError(
+                f"unknown notebook parameter {name!r} (-p {name} ...); {hint}the notebooks "
+                f"run declare: {', '.join(names)}"
+            )
+        for notebook, params in declared.items():
+            if name in params:
+                checked[name] = _check_type(name, value, params[name], notebook)
+    return checked
+
+
+def _check_type(name: str, value: object, param: dict, notebook: str) -> object:
+    """`value` if it fits the parameter's default in `notebook`, else `HybridError`."""
+    try:
+        default = ast.literal_eval(param["default"])
+    except (ValueError, SyntaxError):
+        return value  # an expression: nothing to compare with
+    if default is None or not isinstance(default, (bool, int, float, str, list, tuple)):
+        return value
+    if value is None and "None" in (param.get("help") or ""):
+        return value  # e.g. limit: "None: every image"
+    kind = type(default).__name__
+    if isinstance(default, bool):
+        fits = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        number = isinstance(value, int) or isinstance(value, float) and kind == "float"
+        fits = number and not isinstance(value, bool)
+    elif isinstance(default, str):
+        fits = isinstance(value, str)
+    else:
+        fits = isinstance(value, (list, tuple))
+    if fits:
+        return float(value) if kind == "float" else value
+    example = {"bool": "True", "int": "3", "float": "0.5", "list": "\"['a', 'b']\""}
+    raise HybridError(
+        f"notebook parameter {name} is a {kind} in {notebook} (default {param['default']}), "
+        f"got {value!r}; pass e.g. -p {name} {example.get(kind, param['default'])}"
+    )
+
+
 def run_course(
     profile: str = "quick",
     out: str | Path | None = None,
@@ -84,15 +145,16 @@ def run_course(
     if profile not in PROFILES:
         raise HybridError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     out = Path(out).expanduser().resolve() if out else runs_root() / f"course-{profile}"
+    notebooks = course_notebooks(notebooks_dir, only)
+    overrides = check_overrides(notebooks, overrides or {})  # before anything is written
     executed = out / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     wanted = {
         "data_root": str(data_root()),
         "out_dir": str(out),
         **PROFILES[profile],
-        **(overrides or {}),
+        **overrides,
     }
-    notebooks = course_notebooks(notebooks_dir, only)
     print(f"Running {len(notebooks)} notebooks ({profile} profile) into {out}", flush=True)
     started = time.perf_counter()
     for path in notebooks:

@@ -1,6 +1,6 @@
 """One training run over several processes, GPUs and machines: torchrun + DistributedDataParallel.
 
-    torchrun --nproc_per_node=4 -m hybridlib train --model cnn_lstm_skip --dataset cifar10
+    torchrun --master_addr=127.0.0.1 --nproc_per_node=4 -m hybridlib train --model cnn_lstm_skip
     torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --master_port=29500 \\
         --nproc_per_node=8 -m hybridlib train ...        # the same on node 1 with --node_rank=1
 

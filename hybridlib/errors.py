@@ -11,6 +11,10 @@ class HybridError(ValueError):
     """A user-facing error: bad arguments, missing data, a diverged run."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`): stops a run as Ctrl-C does, but the command exits 143."""
+
+
 def choices_error(what: str, value: object, choices) -> HybridError:
     """An error for a value outside a fixed set of choices."""
     listed = ", ".join(str(c) for c in choices)

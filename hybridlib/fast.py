@@ -461,7 +461,7 @@ def map_in_processes(
         jobs: worker processes (1: run here, one after another).
     Returns:
         The results in the order of `items`; the first exception is re-raised.
-        SIGTERM to this process interrupts the workers too (KeyboardInterrupt here).
+        SIGTERM to this process interrupts the workers too (`runtime.Terminated` here).
     """
     items = list(items)
     if jobs <= 1 or len(items) <= 1:
@@ -524,7 +524,7 @@ def _interrupt_workers_on_sigterm(pool: ProcessPoolExecutor):
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGINT)
-        raise KeyboardInterrupt
+        raise runtime.Terminated  # a KeyboardInterrupt; the command exits 143
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -405,6 +405,10 @@ def _command(args) -> str:
         parts.append(f"--recipe {args.recipe}")
     if args.limit:
         parts.append(f"--limit {args.limit}")
+    if getattr(args, "folder", None):
+        parts.append(f"--folder {args.folder}")
+    if getattr(args, "num_classes", None):
+        parts.append(f"--num-classes {args.num_classes}")
     if args.shard != (0, 1):
         parts.append(f"--shard {args.shard[0]}/{args.shard[1]}")
     if getattr(args, "flip", None) is not None:
@@ -444,6 +448,8 @@ def cli_reproduce(args) -> int:
         "data_root": args.data_root,
         "download": args.download,
         "limit": args.limit,
+        "folder": getattr(args, "folder", None),
+        "num_classes": getattr(args, "num_classes", None),
         "deterministic": args.deterministic,
         "augment": not args.no_augment,
         "amp": not args.no_amp,

@@ -1086,6 +1086,7 @@ def cli_results(args) -> int:
         frame = runs.drop(columns=["run_dir", "torch", "git_commit"]).copy()
         for column in ("train_acc", "val_acc", "test_acc"):
             frame[column] = frame[column].astype(float) * 100.0
+        frame["lr"] = frame["lr"].map(lambda lr: "-" if pd.isna(lr) else f"{lr:g}")  # 1e-4: 0.0001
         _print(frame, args.markdown, index=False)
         return 0
     if getattr(args, "copy_runs", False) and not getattr(args, "out", None):

@@ -18,17 +18,21 @@ import contextlib
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hybridlib.errors import HybridError
+from hybridlib.errors import HybridError, Terminated
 
 __all__ = [
+    "THREADS_VAR",
+    "Terminated",
     "autocast",
     "available_cores",
     "describe_device",
@@ -41,8 +45,12 @@ __all__ = [
     "set_deterministic",
     "set_rng_state",
     "set_threads",
+    "shielded",
+    "threads_setting",
     "use_channels_last",
 ]
+
+THREADS_VAR = "HYBRIDLIB_THREADS"
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -107,19 +115,64 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def threads_setting() -> int | None:
+    """`$HYBRIDLIB_THREADS` as a thread count, or None when it is unset or empty.
+
+    Anything but a whole number of at least 1 raises `HybridError`: a setting that
+    is ignored would silently run with another thread count than asked for.
+    """
+    text = os.environ.get(THREADS_VAR, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise HybridError(
+            f"{THREADS_VAR}={text!r} is not a thread count; set a whole number of at least 1, "
+            f"e.g. {THREADS_VAR}=2, or unset it to use one thread per core"
+        )
+    return int(text)
+
+
 def set_threads(device: torch.device, threads: int | None = None) -> int:
     """On the CPU, use one intra-op thread per available core; returns the count.
 
     `$HYBRIDLIB_THREADS` (or `$OMP_NUM_THREADS`) overrides the core count: on a
     machine shared with other jobs, fewer threads than cores is often faster.
+    An invalid `$HYBRIDLIB_THREADS` raises `HybridError` (see `threads_setting`).
     """
     if device.type == "cpu":
-        setting = os.environ.get("HYBRIDLIB_THREADS") or os.environ.get("OMP_NUM_THREADS")
-        threads = threads or (int(setting) if setting and setting.isdigit() else 0)
+        setting = threads_setting()
+        omp = os.environ.get("OMP_NUM_THREADS", "")  # OpenMP's own syntax may be "4,2"
+        threads = threads or setting or (int(omp) if omp.isdigit() else 0)
         threads = threads or available_cores()
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------ signals
+@contextlib.contextmanager
+def shielded(*, deliver: bool = True):
+    """Hold Ctrl-C and SIGTERM off while the block writes files that must be whole.
+
+    A second Ctrl-C while an interrupted run writes its summary would otherwise lose
+    that summary. With `deliver`, a signal that arrived in the block is raised after
+    it (`KeyboardInterrupt`, or `Terminated` for SIGTERM); without, it is dropped
+    (the caller is already stopping). Outside the main thread it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    # a signal this process ignores (a background job's SIGINT) stays ignored
+    watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in watched}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if deliver and received:
+        raise Terminated if signal.SIGTERM in received else KeyboardInterrupt
 
 
 def seed_everything(seed: int) -> None:

@@ -794,12 +794,13 @@ def _train_in(run_dir, config, callback, stop, resume, device, wall_start) -> Pa
         rundir.write_summary(run_dir, status="diverged", message=str(error), **base)
         raise
     except KeyboardInterrupt:
-        rundir.write_summary(run_dir, status="interrupted", **base)
-        print(
-            f"hybridlib: interrupted; continue with: python -m hybridlib train "
-            f"--out {run_dir} --resume",
-            file=sys.stderr,
-        )
+        with runtime.shielded(deliver=False):  # a second Ctrl-C must not lose the summary
+            rundir.write_summary(run_dir, status="interrupted", **base)
+            print(
+                f"hybridlib: interrupted; continue with: python -m hybridlib train "
+                f"--out {run_dir} --resume",
+                file=sys.stderr,
+            )
         raise
     if history.stopped_at is not None:
         rundir.write_summary(run_dir, status="stopped", history=history, **base)
@@ -967,6 +968,8 @@ _ARG_FIELDS = {
     "data_root": "data_root",
     "download": "download",
     "limit": "limit",
+    "folder": "folder",
+    "num_classes": "num_classes",
     "deterministic": "deterministic",
     "cpu_bf16": "cpu_bf16",
     "per_rank_batch": "per_rank_batch",

@@ -362,6 +362,7 @@ import os, signal, sys, time
 from pathlib import Path
 
 from hybridlib import fast
+from hybridlib.errors import Terminated
 
 
 def work(i):
@@ -378,6 +379,8 @@ def work(i):
 if __name__ == "__main__":
     try:
         fast.map_in_processes(work, range(6), jobs=2)
+    except Terminated:  # SIGTERM, not Ctrl-C
+        sys.exit(143)
     except KeyboardInterrupt:
         sys.exit(130)
 """
@@ -405,7 +408,7 @@ def test_sigterm_to_map_in_processes_interrupts_its_workers(tmp_path):
         time.sleep(0.2)
     workers = [int(path.read_text()) for path in marks.glob("*.started")]
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=60) == 143
     assert sorted(path.name for path in marks.iterdir()) == [
         "0.interrupted",
         "0.started",

@@ -49,6 +49,8 @@ def child_env(tmp: Path, **extra: str) -> dict[str, str]:
         HYBRIDLIB_RUNS=str(tmp / "runs"),
         HYBRIDLIB_DIST_TIMEOUT="60",
     )
+    if sys.platform.startswith("linux"):  # Gloo's own sockets on the loopback interface only
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env.update(extra)
     return env
 
@@ -56,7 +58,10 @@ def child_env(tmp: Path, **extra: str) -> dict[str, str]:
 def torchrun(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node=2 -m hybridlib train ...`, bounded by LAUNCH_TIMEOUT_S."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    command += ["--master_port", str(free_port()), "-m", "hybridlib", "train", *args]
+    # one machine: the ranks meet at 127.0.0.1 (torch's TCPStore itself still listens
+    # on every interface, whatever the address; torchrun has no option to change that)
+    command += ["--master_addr=127.0.0.1", "--master_port", str(free_port())]
+    command += ["-m", "hybridlib", "train", *args]
     return subprocess.run(
         command,
         cwd=ROOT,
