@@ -79,7 +79,9 @@ Callback = Callable[[dict[str, Any]], None]
 
 
 class DivergedError(HybridError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite (a runtime fault: exit status 1)."""
+
+    exit_code = 1
 
     def __init__(self, message: str, *, epoch: int, step: int):
         super().__init__(message)

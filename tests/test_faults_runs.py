@@ -186,7 +186,7 @@ def test_the_divergence_hint_suggests_a_rate_that_trains(tmp_path, capsys):
     assert train.suggest_lr(1e-3) == pytest.approx(1e-4)
     status, err = run_cli(capsys, "train", *QUICK, "--lr", "1e9", "--epochs", "1",
                           "--out", tmp_path / "run")  # fmt: skip
-    assert status == 2 and "e.g. --lr 0.001" in error_line(err)
+    assert status == 1 and "e.g. --lr 0.001" in error_line(err)
 
 
 # --------------------------------------------------------------- a full disk
