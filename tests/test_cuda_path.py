@@ -78,3 +78,23 @@ def test_bench_leaves_the_callers_kernel_settings():
         assert torch.are_deterministic_algorithms_enabled() == before[0]
     finally:
         torch.backends.cudnn.benchmark = before[1]
+
+
+def test_the_gpu_check_script_parses_and_its_commands_exist():
+    import subprocess
+    from pathlib import Path
+
+    from hybridlib import cli
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    parser = cli.build_parser()
+    for argv in (
+        "bench --model cnn --dataset cifar10 --batch-size 16 --steps 100 --repeats 3 --device cuda",
+        "train --model cnn_lstm_skip --dataset digits --limit 2000 --epochs 2 --lr 1e-3 "
+        "--device cuda --step-mode graph --out x",
+        "reproduce --table paper-a --datasets digits --seeds 1 --epochs 1 --limit 2000 "
+        "--device cuda --step-mode auto --jobs 2 --out x",
+    ):
+        assert argv.split()[0] in script.read_text()
+        parser.parse_args(argv.split())  # exits on an option that does not exist
