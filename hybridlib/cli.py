@@ -387,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
             from hybridlib import runtime
 
             runtime.threads_setting()  # an invalid $HYBRIDLIB_THREADS: stop before any work
-        return int(handler(args) or 0)
+        status = int(handler(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
+        return status
     except HybridError as error:
         print(f"hybridlib {args.command}: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)  # 1 for runtime faults such as a full disk

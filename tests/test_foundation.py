@@ -11,7 +11,12 @@ import pytest
 
 from hybridlib import cli, paths
 
-tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
+
+def _pyproject() -> dict:
+    """pyproject.toml's [project] table (tomllib is Python 3.11+: on 3.10 these skip)."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +61,7 @@ def test_every_handler_exists():
 
 
 def test_console_script_is_declared():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = _pyproject()
     assert project["scripts"]["hybridlib"] == "hybridlib.cli:main"
 
 
@@ -65,7 +70,7 @@ def _requirement_names(lines):
 
 
 def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = _pyproject()
     wanted = {
         req.replace(" ", "")
         for req in project["dependencies"] + project["optional-dependencies"]["dev"]

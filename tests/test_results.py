@@ -404,12 +404,15 @@ def test_cli_results(grid, capsys):
 
 def test_cli_results_stops_quietly_when_the_reader_goes_away(grid):
     """`hybridlib results ... | head`: no traceback when the pipe closes early."""
+    import os
     import subprocess
     import sys
 
     command = f"{sys.executable} -m hybridlib results {grid} --table paper-a | true"
+    # as a user's shell: stdout block-buffered, so the failed write comes at the end
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=120, env=env)  # fmt: skip
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert done.returncode == 141
 
