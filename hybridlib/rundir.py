@@ -235,8 +235,8 @@ def prepare_run_dir(
                 f"nothing to resume in {run_dir}: it has no {CONFIG_FILE}; "
                 "start a new run without --resume"
             )
+        saved = RunConfig.from_json(run_dir / CONFIG_FILE)  # refuses a foreign file first
         lock_run_dir(run_dir)
-        saved = RunConfig.from_json(run_dir / CONFIG_FILE)
         # The saved settings define the run; where and how visibly it runs may change.
         runtime_changes = {name: getattr(config, name) for name in RUNTIME_FIELDS}
         if runtime_changes["data_root"] is None:
@@ -286,17 +286,11 @@ def earlier_epochs_time(run_dir: Path) -> float:
 
 
 def _make_dir(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise HybridError(f"--out {run_dir} is a file, not a folder; choose a folder") from None
-    except OSError as error:
-        raise HybridError(
-            f"cannot create the run directory {run_dir}: {error.strerror or error}; "
-            "choose a writable --out (or set $HYBRIDLIB_RUNS)"
-        ) from None
+    # An --out that is a file or cannot be written raises OSError with the path:
+    # the command line turns it into one line naming --out (cli.path_message).
+    run_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(run_dir, os.W_OK):
-        raise HybridError(f"cannot write in {run_dir}; choose a writable --out")
+        raise PermissionError(errno.EACCES, "permission denied", str(run_dir))
 
 
 def _resume_changes(run_dir: Path, saved: RunConfig, changes: dict[str, Any]) -> dict[str, Any]:

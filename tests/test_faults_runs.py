@@ -233,7 +233,7 @@ def test_out_that_is_a_file(tmp_path, capsys):
     target = tmp_path / "notes.txt"
     target.write_text("mine")
     status, err = run_cli(capsys, "train", *QUICK, "--epochs", "1", "--out", target)
-    assert status == 2 and "is a file, not a folder" in error_line(err)
+    assert status == 2 and "(from --out) is, or lies under, a file" in error_line(err)
     assert target.read_text() == "mine"
 
 
