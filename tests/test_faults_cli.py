@@ -209,15 +209,20 @@ def test_shielded_holds_signals_off_while_files_are_written():
 
     from hybridlib import runtime
 
-    with runtime.shielded(deliver=False):
-        os.kill(os.getpid(), signal.SIGINT)  # dropped: the caller is already stopping
-    with pytest.raises(KeyboardInterrupt), runtime.shielded():
-        os.kill(os.getpid(), signal.SIGINT)
-        written = True  # the block ran to its end before the interrupt
-    assert written
-    with pytest.raises(runtime.Terminated), runtime.shielded():
-        os.kill(os.getpid(), signal.SIGTERM)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # as in a terminal, even where the test runner was started with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with runtime.shielded(deliver=False):
+            os.kill(os.getpid(), signal.SIGINT)  # dropped: the caller is already stopping
+        with pytest.raises(KeyboardInterrupt), runtime.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            written = True  # the block ran to its end before the interrupt
+        assert written
+        with pytest.raises(runtime.Terminated), runtime.shielded():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_results_print_a_small_learning_rate_readably(capsys, tmp_path):
