@@ -222,7 +222,11 @@ def test_killed_rank_fails_fast_and_the_run_resumes(tmp, data):
     log = failed.stdout + failed.stderr
     # rank 0 says why it stops, unless torchrun ended it first; torchrun names rank 1
     assert "another rank died or stalled" in log or "rank      : 1" in log, log[-3000:]
-    assert (out / "checkpoint.pt").is_file() and not (out / "summary.json").exists()
+    assert (out / "checkpoint.pt").is_file()
+    # rank 0 stops on the dead peer's closed connection (no summary) or, if torchrun's
+    # SIGTERM reaches it first, as an interrupted run: never as a finished one
+    if (out / "summary.json").exists():
+        assert summary(out)["status"] == "interrupted"
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
     resumed = torchrun(tmp, "--device", "cpu", "--out", str(out), "--resume")
