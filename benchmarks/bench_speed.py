@@ -28,8 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from hybridlib import fast, runtime
-from hybridlib.bench import format_table, run_bench
+from hybridlib import runtime
+from hybridlib.engine import fast
+from hybridlib.tools.bench import format_table, run_bench
 
 # Paper A's grid at full size: training / validation / test images per data set.
 PAPER_A_SPLITS = {

@@ -1,7 +1,7 @@
-"""`python -m hybridlib ...`: see `hybridlib.cli` (it also handles SIGTERM)."""
+"""`python -m hybridlib ...`: see `hybridlib.tools.cli` (it also handles SIGTERM)."""
 
 import sys
 
-from hybridlib.cli import main
+from hybridlib.tools.cli import main
 
 sys.exit(main())

@@ -34,7 +34,7 @@ __all__ = ["OPTIMIZERS", "RECIPES", "SCHEDULERS", "STEP_MODES", "RunConfig"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
-# How a training step runs (hybridlib.fast): op by op, or replayed from a CUDA graph.
+# How a training step runs (hybridlib.engine.fast): op by op, or replayed from a CUDA graph.
 STEP_MODES = ("eager", "graph", "auto")
 
 # What each named recipe changes relative to the dataclass defaults (the paper's).

@@ -120,7 +120,7 @@ def plot_table(runs, table: str = "paper-a", *, title: str | None = None, save=N
         runs: a `results.read_runs` frame, or run / grid directories (one recipe).
         table: "paper-a" or "paper-b".
     """
-    from hybridlib import results
+    from hybridlib.study import results
 
     runs = results.complete_runs(runs)
     long = results.paper_table(runs, table).reset_index()

@@ -3,7 +3,7 @@
     python -m hybridlib train --model cnn_lstm_skip --dataset caltech101
     python -m hybridlib train --out RUN_DIR --resume        # continue an interrupted run
     python -m hybridlib evaluate RUN_DIR
-    torchrun --nproc_per_node=4 -m hybridlib train ...       # several GPUs: hybridlib.distributed
+    torchrun --nproc_per_node=4 -m hybridlib train ...       # GPUs: hybridlib.engine.distributed
 
 or from Python / a notebook:
 
@@ -17,7 +17,7 @@ or from Python / a notebook:
     history = fit(model, bundle, RunConfig(epochs=2))
     history.to_frame()
 
-A run directory (written by `hybridlib.rundir`) holds `config.json`, `splits.json`
+A run directory (written by `hybridlib.engine.rundir`) holds `config.json`, `splits.json`
 (the images of each split: `--resume` and `evaluate` refuse data that no longer gives
 them), `metrics.csv` (the history), `checkpoint.pt` (model, optimiser, scheduler,
 epoch, history, RNG states; rewritten atomically at the end of every epoch), and, once
@@ -46,13 +46,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hybridlib import distributed, fast, rundir, runtime
+from hybridlib import runtime
 from hybridlib.config import RunConfig
+from hybridlib.engine import distributed, fast, rundir
+from hybridlib.engine.rundir import load_checkpoint, save_checkpoint
 from hybridlib.errors import HybridError
 from hybridlib.history import History
 from hybridlib.metrics import ConfusionMatrix, confusion_frame, per_class
 from hybridlib.progress import bar as progress_bar
-from hybridlib.rundir import load_checkpoint, save_checkpoint
 
 __all__ = [
     "DivergedError",
@@ -262,7 +263,7 @@ def train_one_epoch(
             step; when set, the epoch ends after the current step.
         progress: show a tqdm progress bar.
         step_fn: a training step `step_fn(x, y) -> (loss, correct)` from
-            `hybridlib.fast.make_train_step` (e.g. a CUDA-graph step, built once per run);
+            `hybridlib.engine.fast.make_train_step` (e.g. a CUDA-graph step, built once per run);
             default: the eager `train_step` with the arguments above.
     Returns:
         An `EpochResult` (mean loss, accuracy 0..1, images, steps, seconds, stopped).

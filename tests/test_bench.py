@@ -1,4 +1,4 @@
-"""The training-step builders of `hybridlib.fast`, the `bench` command, concurrent runs.
+"""The training-step builders of `hybridlib.engine.fast`, the `bench` command, concurrent runs.
 
     .venv/bin/pytest tests/test_bench.py -q            # CPU: CUDA tests skip with a reason
     .venv/bin/pytest tests/test_bench.py -q -m cuda    # on a GPU machine: the graph tests
@@ -20,11 +20,12 @@ import pandas as pd
 import pytest
 import torch
 
-from hybridlib import cli, fast
-from hybridlib.bench import PATHS, format_table, run_bench
 from hybridlib.config import RunConfig
+from hybridlib.engine import fast
 from hybridlib.errors import HybridError
 from hybridlib.models import MODEL_NAMES, build_model
+from hybridlib.tools import cli
+from hybridlib.tools.bench import PATHS, format_table, run_bench
 
 cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device: graph capture is CUDA-only"
@@ -314,7 +315,7 @@ def _tiny_runs(root, model_seeds):
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
 def test_concurrent_runs_equal_sequential_runs(tmp_env, capsys, monkeypatch):
-    from hybridlib.reproduce import run_grid
+    from hybridlib.study.reproduce import run_grid
 
     runs = [("cnn", 0), ("cnn_lstm_skip", 1)]
     cores = sorted(os.sched_getaffinity(0))
@@ -367,7 +368,7 @@ _SIGTERM_SCRIPT = """
 import os, signal, sys, time
 from pathlib import Path
 
-from hybridlib import fast
+from hybridlib.engine import fast
 from hybridlib.errors import Terminated
 
 

@@ -9,8 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from hybridlib import cli
 from hybridlib.models import MODEL_NAMES
+from hybridlib.tools import cli
 
 QUICK = ["--dataset", "digits", "--epochs", "1", "--limit", "48"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from hybridlib.course import course_notebooks, run_course
 from hybridlib.errors import HybridError
+from hybridlib.tools.course import course_notebooks, run_course
 
 
 def _notebook(path, *sources):

@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hybridlib import fast, train
-from hybridlib.bench import run_bench
+from hybridlib import train
+from hybridlib.engine import fast
+from hybridlib.engine.rundir import CHECKPOINT_FORMAT, save_checkpoint
 from hybridlib.models import LocalResponseNorm, build_model, local_response_norm_by_sums
-from hybridlib.rundir import CHECKPOINT_FORMAT, save_checkpoint
+from hybridlib.tools.bench import run_bench
 
 
 def test_resume_reads_the_checkpoint_to_the_cpu(tmp_path):
@@ -84,7 +85,7 @@ def test_the_gpu_check_script_parses_and_its_commands_exist():
     import subprocess
     from pathlib import Path
 
-    from hybridlib import cli
+    from hybridlib.tools import cli
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

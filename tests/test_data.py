@@ -16,9 +16,10 @@ import torch
 from fixtures import layouts
 from torchvision.datasets import CIFAR10
 
-from hybridlib import cli, data, datasets
+from hybridlib import data, datasets
 from hybridlib.data import DATASET_NAMES, DeviceLoader, load_dataset
 from hybridlib.errors import HybridError
+from hybridlib.tools import cli
 
 
 def reference_batch(bundle, split, indices, **kwargs):

@@ -21,10 +21,11 @@ import pandas as pd
 import pytest
 import torch
 
-from hybridlib import cli, distributed
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
+from hybridlib.engine import distributed
 from hybridlib.errors import HybridError
+from hybridlib.tools import cli
 from hybridlib.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridlib import cli
+from hybridlib.tools import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import layouts  # noqa: E402
@@ -166,8 +166,8 @@ def test_course_refuses_bad_parameters_before_writing(
 def test_course_parameter_types_follow_the_defaults(tmp_path):
     import nbformat
 
-    from hybridlib.course import check_overrides
     from hybridlib.errors import HybridError
+    from hybridlib.tools.course import check_overrides
 
     folder = tmp_path / "nb"
     folder.mkdir()
@@ -272,7 +272,8 @@ def _stop(process) -> str:
 _SLOW_SUMMARY = """
 import sys, time
 from pathlib import Path
-from hybridlib import cli, rundir
+from hybridlib.engine import rundir
+from hybridlib.tools import cli
 
 real = rundir.write_summary
 

@@ -21,10 +21,11 @@ import torch
 from fixtures import layouts
 from PIL import Image
 
-from hybridlib import cli, train
+from hybridlib import train
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
 from hybridlib.errors import HybridError
+from hybridlib.tools import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybridlib import cli, rundir, train
+from hybridlib import train
 from hybridlib.config import RunConfig
+from hybridlib.engine import rundir
+from hybridlib.tools import cli
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--dataset", "digits", "--limit", "48", "--lr", "1e-3", "--device", "cpu"]

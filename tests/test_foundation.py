@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridlib import cli, paths
+from hybridlib import paths
+from hybridlib.tools import cli
 
 
 def _pyproject() -> dict:
@@ -62,7 +63,7 @@ def test_every_handler_exists():
 
 def test_console_script_is_declared():
     project = _pyproject()
-    assert project["scripts"]["hybridlib"] == "hybridlib.cli:main"
+    assert project["scripts"]["hybridlib"] == "hybridlib.tools.cli:main"
 
 
 def _requirement_names(lines):

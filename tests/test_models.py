@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlib.diagrams import draw_architecture, save_architecture_figures, trace
 from hybridlib.errors import HybridError
 from hybridlib.models import (
     MODEL_NAMES,
@@ -25,6 +24,7 @@ from hybridlib.models import (
     stats_table,
     to_sequence,
 )
+from hybridlib.tools.diagrams import draw_architecture, save_architecture_figures, trace
 
 ROOT = Path(__file__).resolve().parents[1]
 

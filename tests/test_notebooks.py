@@ -5,7 +5,7 @@
 
 How the nbval check works: the notebooks are committed without outputs, so nbval
 needs a reference copy to compare against. The slow tests run the whole course
-once with papermill (`hybridlib.course.run_course`, quick profile, into a
+once with papermill (`hybridlib.tools.course.run_course`, quick profile, into a
 temporary folder); that run is itself a test, and its executed notebooks are the
 references. Each reference is then run again under `pytest --nbval-lax` on a
 fresh kernel: every cell must run without error, and the cells marked
@@ -35,7 +35,7 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 IDS = [path.stem for path in NOTEBOOKS]
 
-# The parameters hybridlib.course may inject (see course.PROFILES and run_course).
+# The parameters hybridlib.tools.course may inject (see course.PROFILES and run_course).
 KNOWN_PARAMETERS = {
     "profile",
     "dataset",
@@ -203,7 +203,7 @@ def course(tmp_path_factory) -> Course:
 @pytest.mark.slow
 def test_course_runs(course, monkeypatch):
     """The README's `python -m hybridlib course` (quick profile) runs every notebook."""
-    from hybridlib.course import run_course
+    from hybridlib.tools.course import run_course
 
     for name, value in course.env.items():  # the kernels inherit this environment
         monkeypatch.setenv(name, value)
@@ -223,7 +223,7 @@ def test_nbval(path, course, tmp_path, monkeypatch):
     """Re-run the executed notebook on a fresh kernel; checked cells must print the same."""
     reference = course.reference(path)
     if reference is None:  # the course was not run (or stopped before this notebook)
-        from hybridlib.course import run_course
+        from hybridlib.tools.course import run_course
 
         for name, value in course.env.items():
             monkeypatch.setenv(name, value)

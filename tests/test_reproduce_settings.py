@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from hybridlib import cli, reproduce
 from hybridlib.config import RunConfig
 from hybridlib.data import DeviceLoader
 from hybridlib.models import build_model
+from hybridlib.study import reproduce
+from hybridlib.tools import cli
 from hybridlib.train import config_from_args, input_crop
 
 

@@ -11,10 +11,12 @@ import torch
 from matplotlib.figure import Figure
 from scipy import stats
 
-from hybridlib import cli, plots, results
+from hybridlib import plots
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
 from hybridlib.models import build_model
+from hybridlib.study import results
+from hybridlib.tools import cli
 from hybridlib.train import History
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridlib import results
+from hybridlib.study import results
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"

@@ -216,7 +216,7 @@ def test_summary_command_rebuilds_the_run(finished_run):
     """The command in summary.json, parsed by the CLI, gives back the run's settings."""
     import shlex
 
-    from hybridlib import cli
+    from hybridlib.tools import cli
 
     command = json.loads((finished_run / "summary.json").read_text())["command"]
     argv = shlex.split(command)[3:]  # after "python -m hybridlib"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hybridlib.errors import HybridError
-from hybridlib.widgets import QUICK, RUN_COLUMNS, Dashboard
+from hybridlib.tools.widgets import QUICK, RUN_COLUMNS, Dashboard
 
 TINY = {"limit": 100, "epochs": 1, "batch_size": 16}
 PNG = b"\x89PNG"

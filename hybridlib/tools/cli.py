@@ -32,11 +32,11 @@ from hybridlib.errors import HybridError, Terminated
 HANDLERS = {
     "train": ("hybridlib.train", "cli_train"),
     "evaluate": ("hybridlib.train", "cli_evaluate"),
-    "reproduce": ("hybridlib.reproduce", "cli_reproduce"),
-    "results": ("hybridlib.results", "cli_results"),
-    "bench": ("hybridlib.bench", "cli_bench"),
-    "course": ("hybridlib.course", "cli_course"),
-    "figures": ("hybridlib.diagrams", "cli_figures"),
+    "reproduce": ("hybridlib.study.reproduce", "cli_reproduce"),
+    "results": ("hybridlib.study.results", "cli_results"),
+    "bench": ("hybridlib.tools.bench", "cli_bench"),
+    "course": ("hybridlib.tools.course", "cli_course"),
+    "figures": ("hybridlib.tools.diagrams", "cli_figures"),
     "data": ("hybridlib.data", "cli_data"),
 }
 

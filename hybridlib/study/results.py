@@ -3,7 +3,7 @@
     python -m hybridlib results RUNS_OR_GRID_DIRS... [--table paper-a|paper-b|runs] [--markdown]
     python -m hybridlib results SHARD_DIR1 SHARD_DIR2 --table paper-a --out MERGED
 
-    from hybridlib import results
+    from hybridlib.study import results
     runs = results.read_runs(["~/hybridlib/runs/paper-a"])
     table = results.paper_table(runs, "paper-a")     # (model, dataset) rows: n_seeds, mean, std,
                                                     # paper, diff (test accuracy in %)
@@ -1098,7 +1098,7 @@ def cli_results(args) -> int:
         paths = write_tables(runs, args.out, args.table)
         print(f"wrote {paths['table_md']} and {paths['tests_md']} from {len(runs)} runs")
     if getattr(args, "figures", None):
-        from hybridlib.reproduce import write_figures
+        from hybridlib.study.reproduce import write_figures
 
         written = write_figures(runs, args.table, figures_dir=args.figures)
         print(f"wrote {len(written)} figures into {args.figures}")

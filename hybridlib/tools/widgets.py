@@ -1,6 +1,6 @@
 """The tuning dashboard of notebook 09: change a setting, train, compare with earlier runs.
 
-    from hybridlib.widgets import Dashboard
+    from hybridlib.tools.widgets import Dashboard
     dashboard = Dashboard(dataset="digits", limit=600, epochs=3)
     dashboard                        # the last line of a cell: shows it in JupyterLab
 

@@ -84,7 +84,7 @@ import pandas as pd
 from hybridlib.config import RunConfig
 from hybridlib.errors import HybridError
 from hybridlib.paths import runs_root
-from hybridlib.results import (
+from hybridlib.study.results import (
     LABELS,
     TABLES,
     complete_runs,
@@ -248,7 +248,7 @@ def run_grid(
     Args:
         configs: the grid's runs (`grid_configs`).
         shard: (i, n): train every n-th run starting at i.
-        jobs: runs trained at once, each in its own process (`hybridlib.fast.
+        jobs: runs trained at once, each in its own process (`hybridlib.engine.fast.
             map_in_processes`): on CUDA they share the GPU, on the CPU they split the
             cores. Every run seeds itself from its config, so its results are those of
             the run trained alone: on the CPU, alone with the same number of threads
@@ -258,7 +258,7 @@ def run_grid(
         {"trained": [...], "skipped": [...], "diverged": [...]} lists of run directories
         (diverged: (run directory, message)).
     """
-    from hybridlib import distributed, fast
+    from hybridlib.engine import distributed, fast
 
     index, count = shard
     mine = list(configs)[index::count]
@@ -299,7 +299,7 @@ def run_grid(
 
 def _train_one(item: tuple[str, RunConfig, bool]) -> tuple[str, str | None]:
     """Train one run of a grid: (run directory, None), or (run directory, why it diverged)."""
-    from hybridlib import distributed
+    from hybridlib.engine import distributed
     from hybridlib.train import DivergedError, run_training
 
     label, config, resume = item
@@ -472,7 +472,7 @@ def cli_reproduce(args) -> int:
         out=grid_dir,
         **settings,
     )
-    from hybridlib import distributed
+    from hybridlib.engine import distributed
 
     distributed.setup(args.device)  # under torchrun: every run is trained by all ranks
     # a grid folder holding runs with other settings: stop now

@@ -3,7 +3,7 @@
     python -m hybridlib figures                  # -> figures/architectures/<model>.png
     python -m hybridlib figures --out some/dir
 
-    from hybridlib.diagrams import trace, draw_architecture
+    from hybridlib.tools.diagrams import trace, draw_architecture
     for node in trace(build_model("cnn_lstm")):
         print(node.label, node.shape)
     draw_architecture("cnn_lstm_skip")           # a matplotlib Figure

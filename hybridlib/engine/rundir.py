@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from hybridlib import distributed, runtime
+from hybridlib import runtime
 from hybridlib.config import RUNTIME_FIELDS, RunConfig
+from hybridlib.engine import distributed
 from hybridlib.errors import HybridError
 from hybridlib.history import History
 from hybridlib.paths import runs_root

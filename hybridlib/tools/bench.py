@@ -16,7 +16,7 @@ In one process, on the same model, data and batch size, it times three ways to t
 2. default: what `hybridlib.train.fit` does with a default `RunConfig` (it calls
    `train_one_epoch`): the split held in memory on the device with on-device flips,
    bf16 autocast on CUDA, the loss read back every step on the CPU, every 25 on a GPU.
-3. fastest: on CUDA the CUDA-graph step of `hybridlib.fast` (channels-last, bf16);
+3. fastest: on CUDA the CUDA-graph step of `hybridlib.engine.fast` (channels-last, bf16);
    on the CPU the fastest fp32 settings measured (channels-last layout, the loss
    read every 25 steps; `--cpu-bf16` adds bf16 autocast, which changes numerics).
 
@@ -49,7 +49,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from hybridlib import fast, runtime
+from hybridlib import runtime
+from hybridlib.engine import fast
 from hybridlib.errors import HybridError
 
 __all__ = ["PATHS", "BenchRow", "cli_bench", "format_table", "run_bench"]

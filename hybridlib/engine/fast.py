@@ -1,6 +1,6 @@
 """Fast training steps: the eager step and a CUDA-graph step with the same signature.
 
-    from hybridlib.fast import make_train_step
+    from hybridlib.engine.fast import make_train_step
     step = make_train_step(model, optimizer, device=device, mode="auto")
     for x, y in loader:                 # a DeviceLoader: batches already on the device
         loss, correct = step(x, y)      # tensors on the device; nothing waits for the GPU
@@ -30,7 +30,7 @@ multi-tensor "foreach" update is bit-identical on the CPU but was no faster ther
 
 Several runs at once: `map_in_processes(function, items, jobs=N)` runs independent
 runs in N worker processes (they share one GPU, or split the CPU cores between
-them); `hybridlib.reproduce` uses it for `--jobs N`.
+them); `hybridlib.study.reproduce` uses it for `--jobs N`.
 """
 
 from __future__ import annotations
