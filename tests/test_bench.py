@@ -347,7 +347,7 @@ def test_concurrent_runs_equal_sequential_runs(tmp_env, capsys, monkeypatch):
 
 def test_fit_with_graph_mode_on_cpu_trains_eagerly(tmp_env, capsys):
     from hybridlib.data import load_dataset
-    from hybridlib.train import fit
+    from hybridlib.engine.trainer import fit
 
     histories = []
     for mode in ("eager", "graph"):
@@ -429,7 +429,7 @@ def test_sigterm_to_map_in_processes_interrupts_its_workers(tmp_path):
 
 def test_step_mode_option_reaches_the_config():
     from hybridlib.config import RUNTIME_FIELDS
-    from hybridlib.train import config_from_args
+    from hybridlib.engine.trainer import config_from_args
 
     args = cli.build_parser().parse_args(["train", "--step-mode", "auto"])
     config = config_from_args(args)

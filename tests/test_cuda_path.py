@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hybridlib import train
-from hybridlib.engine import fast
+from hybridlib.engine import fast, trainer
 from hybridlib.engine.rundir import CHECKPOINT_FORMAT, save_checkpoint
 from hybridlib.models import LocalResponseNorm, build_model, local_response_norm_by_sums
 from hybridlib.tools.bench import run_bench
@@ -28,7 +27,7 @@ def test_resume_reads_the_checkpoint_to_the_cpu(tmp_path):
     path = tmp_path / "checkpoint.pt"
     state = {"format": CHECKPOINT_FORMAT, "epoch": 1, "optimizer": optimizer.state_dict()}
     save_checkpoint(path, state)
-    loaded = train._resume_state(path, torch.device("cuda"))
+    loaded = trainer._resume_state(path, torch.device("cuda"))
     steps = [s["step"] for s in loaded["optimizer"]["state"].values()]
     assert steps and all(step.device.type == "cpu" for step in steps)
 

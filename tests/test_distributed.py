@@ -24,9 +24,9 @@ import torch
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
 from hybridlib.engine import distributed
+from hybridlib.engine.trainer import run_training
 from hybridlib.errors import HybridError
 from hybridlib.tools import cli
-from hybridlib.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 # 45 training images in batches of 16: the last global batch (13) splits unevenly (7 + 6)

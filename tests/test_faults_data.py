@@ -21,9 +21,9 @@ import torch
 from fixtures import layouts
 from PIL import Image
 
-from hybridlib import train
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
+from hybridlib.engine import trainer
 from hybridlib.errors import HybridError
 from hybridlib.tools import cli
 
@@ -74,9 +74,9 @@ def interrupted_run(config: RunConfig) -> Path:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.run_training(config, callback=interrupt)
+        trainer.run_training(config, callback=interrupt)
     run_dir = Path(config.out)
-    assert train.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
+    assert trainer.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
     return run_dir
 
 
@@ -116,7 +116,7 @@ def test_reference_dataset_path_checks_every_image(cifar_jpg):
 
 
 def test_a_run_records_its_splits(cifar_jpg, tmp_path):
-    run_dir = train.run_training(cifar_config(cifar_jpg, tmp_path / "run", epochs=1))
+    run_dir = trainer.run_training(cifar_config(cifar_jpg, tmp_path / "run", epochs=1))
     record = json.loads((run_dir / "splits.json").read_text())
     bundle = load_dataset("cifar10", cifar_jpg)
     assert record["classes"] == bundle.classes
@@ -155,7 +155,7 @@ def test_resume_after_data_changed_under_pooled_splits_names_the_leak(tmp_path):
     removed = record["splits"]["test"]["files"][0]
     (root / "caltech101" / "101_ObjectCategories" / removed).unlink()
     with pytest.raises(HybridError) as caught:
-        train.run_training(config, resume=True)
+        trainer.run_training(config, resume=True)
     message = str(caught.value)
     assert "\n" not in message
     assert re.search(rf"test: \d+ images? removed \(e\.g\. {re.escape(removed)}\)", message)
@@ -168,12 +168,12 @@ def test_resume_with_unchanged_data_continues(cifar_jpg, tmp_path):
     moved = tmp_path / "moved"
     cifar_jpg.rename(moved)  # the same files under another data root
     config = cifar_config(moved, run_dir)
-    train.run_training(config, resume=True)
+    trainer.run_training(config, resume=True)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
 
 
 def test_evaluate_after_the_data_changed_is_refused(cifar_jpg, tmp_path, capsys):
-    run_dir = train.run_training(cifar_config(cifar_jpg, tmp_path / "run", epochs=1))
+    run_dir = trainer.run_training(cifar_config(cifar_jpg, tmp_path / "run", epochs=1))
     predictions = (run_dir / "predictions.csv").read_bytes()
     extra = cifar_jpg / "cifar10-jpg" / "test" / "cat" / "0099.jpg"
     layouts._save_jpeg(extra, np.random.default_rng(0), (32, 32))
@@ -188,7 +188,7 @@ def test_runs_without_a_split_record_resume_and_evaluate_as_before(cifar_jpg, tm
     run_dir = interrupted_run(cifar_config(cifar_jpg, tmp_path / "run"))
     (run_dir / "splits.json").unlink()  # as a run made before runs recorded their splits
     (cifar_jpg / "cifar10-jpg" / "test" / "cat" / "0001.jpg").unlink()
-    train.run_training(cifar_config(cifar_jpg, run_dir), resume=True)
+    trainer.run_training(cifar_config(cifar_jpg, run_dir), resume=True)
     assert not (run_dir / "splits.json").exists()
     code, out, err = run_cli(capsys, "evaluate", run_dir, "--device", "cpu")
     assert code == 0, err
@@ -196,7 +196,7 @@ def test_runs_without_a_split_record_resume_and_evaluate_as_before(cifar_jpg, tm
 
 
 def test_the_command_line_prints_one_line_and_no_traceback(cifar_jpg, tmp_path):
-    run_dir = train.run_training(cifar_config(cifar_jpg, tmp_path / "run", epochs=1))
+    run_dir = trainer.run_training(cifar_config(cifar_jpg, tmp_path / "run", epochs=1))
     (cifar_jpg / "cifar10-jpg" / "train" / "cat" / "0001.jpg").unlink()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     done = subprocess.run(

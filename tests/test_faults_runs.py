@@ -21,9 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybridlib import train
 from hybridlib.config import RunConfig
-from hybridlib.engine import rundir
+from hybridlib.engine import rundir, trainer
 from hybridlib.tools import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +164,7 @@ def test_a_new_lr_applies_from_the_resumed_epoch(tmp_path, capsys):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.run_training(config, callback=interrupt)
+        trainer.run_training(config, callback=interrupt)
     status, _ = run_cli(capsys, "train", "--out", run_dir, "--resume", "--lr", "1e-4")
     assert status == 0
     assert pd.read_csv(run_dir / "metrics.csv")["lr"].tolist() == [1e-3, 1e-4]
@@ -184,8 +183,8 @@ def test_a_scheduled_run_cannot_change_its_length(tmp_path, capsys):
 
 
 def test_the_divergence_hint_suggests_a_rate_that_trains(tmp_path, capsys):
-    assert train.suggest_lr(1e9) == 1e-3 and train.suggest_lr(1e-2) == 1e-3
-    assert train.suggest_lr(1e-3) == pytest.approx(1e-4)
+    assert trainer.suggest_lr(1e9) == 1e-3 and trainer.suggest_lr(1e-2) == 1e-3
+    assert trainer.suggest_lr(1e-3) == pytest.approx(1e-4)
     status, err = run_cli(capsys, "train", *QUICK, "--lr", "1e9", "--epochs", "1",
                           "--out", tmp_path / "run")  # fmt: skip
     assert status == 1 and "e.g. --lr 0.001" in error_line(err)

@@ -42,3 +42,30 @@ def test_pinned_run_replays(name, tmp_path):
     assert (
         sum(g[1] != w[1] for g, w in zip(got["predictions"], want["predictions"], strict=True)) <= 2
     )
+
+
+@pytest.mark.parametrize(
+    "model, recipe", [("cnn", "paper"), ("autoencoder", "improved"), ("yu_cnn", "paper")]
+)
+def test_the_written_out_loop_is_the_engines_eager_path(model, recipe):
+    """`hybridlib.train.fit` (the loop a student reads) and the engine's `fit` (checkpoints,
+    stop, torchrun, graph steps) give the same epochs and weights, bit for bit."""
+    from hybridlib import train
+    from hybridlib.config import RunConfig
+    from hybridlib.data import load_dataset
+    from hybridlib.engine import trainer
+    from hybridlib.models import build_model
+
+    config = RunConfig.from_recipe(
+        recipe, model=model, epochs=2, val_every=1, limit=64, device="cpu", progress=False
+    )
+    bundle = load_dataset("digits", limit=64)
+    results = []
+    for fit in (train.fit, trainer.fit):
+        torch.manual_seed(3)
+        net = build_model(model, bundle.num_classes, batch_norm=config.batch_norm)
+        frame = fit(net, bundle, config).to_frame().drop(columns=["time_s", "images_per_s"])
+        results.append((frame, [p.detach().clone() for p in net.state_dict().values()]))
+    (core_frame, core_weights), (engine_frame, engine_weights) = results
+    assert core_frame.equals(engine_frame), (core_frame, engine_frame)
+    assert all(torch.equal(a, b) for a, b in zip(core_weights, engine_weights, strict=True))

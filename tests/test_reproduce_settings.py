@@ -10,10 +10,11 @@ import torch
 
 from hybridlib.config import RunConfig
 from hybridlib.data import DeviceLoader
+from hybridlib.engine.trainer import config_from_args
 from hybridlib.models import build_model
 from hybridlib.study import reproduce
 from hybridlib.tools import cli
-from hybridlib.train import config_from_args, input_crop
+from hybridlib.train import input_crop
 
 
 def test_paper_b_grid_crops_without_flips_and_l2_on_the_regularised_cnn():

@@ -18,6 +18,7 @@ import torch
 from hybridlib import metrics, runtime, train
 from hybridlib.config import RECIPES, RunConfig
 from hybridlib.data import load_dataset
+from hybridlib.engine import trainer
 from hybridlib.errors import HybridError
 from hybridlib.models import MODEL_NAMES, build_model
 
@@ -181,7 +182,7 @@ def finished_run(data_root, tmp_path_factory):
     """Two epochs of the CNN on the full digits training split (1,293 images)."""
     out = tmp_path_factory.mktemp("runs") / "cnn-digits"
     config = quick(data_root, limit=None, val_every=1, out=str(out))
-    return train.run_training(config)
+    return trainer.run_training(config)
 
 
 def test_fit_two_epochs_on_digits(finished_run):
@@ -220,7 +221,7 @@ def test_summary_command_rebuilds_the_run(finished_run):
 
     command = json.loads((finished_run / "summary.json").read_text())["command"]
     argv = shlex.split(command)[3:]  # after "python -m hybridlib"
-    rebuilt = train.config_from_args(cli.build_parser().parse_args(argv))
+    rebuilt = trainer.config_from_args(cli.build_parser().parse_args(argv))
     saved = RunConfig.from_json(finished_run / "config.json")
     assert rebuilt.science() == saved.science()
     assert rebuilt.data_root == saved.data_root and rebuilt.out == saved.out
@@ -239,14 +240,14 @@ def test_test_files_agree(finished_run):
 
 
 def test_checkpoint_contents(finished_run):
-    state = train.load_checkpoint(finished_run / "checkpoint.pt")
+    state = trainer.load_checkpoint(finished_run / "checkpoint.pt")
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert {"model", "optimizer", "rng", "config"} <= set(state)
 
 
 def test_evaluate_run_matches_summary(finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
-    result = train.evaluate_run(finished_run, device="cpu", write=False)
+    result = trainer.evaluate_run(finished_run, device="cpu", write=False)
     assert result.num_samples == summary["test_size"]
     assert result.accuracy == pytest.approx(summary["test_acc"])
     assert int(result.confusion.sum()) == result.num_samples
@@ -269,15 +270,15 @@ def reference_run(data_root, tmp_path_factory):
     """An uninterrupted deterministic 3-epoch run to compare resumed runs with."""
     out = tmp_path_factory.mktemp("reference") / "run"
     config = quick(data_root, epochs=3, limit=96, val_every=1, deterministic=True, out=str(out))
-    return train.run_training(config), config
+    return trainer.run_training(config), config
 
 
 def _same_run(run_dir, reference_dir):
     ours = pd.read_csv(run_dir / "metrics.csv")[NO_TIMINGS]
     theirs = pd.read_csv(reference_dir / "metrics.csv")[NO_TIMINGS]
     pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
-    a = train.load_checkpoint(run_dir / "checkpoint.pt")
-    b = train.load_checkpoint(reference_dir / "checkpoint.pt")
+    a = trainer.load_checkpoint(run_dir / "checkpoint.pt")
+    b = trainer.load_checkpoint(reference_dir / "checkpoint.pt")
     for key, value in b["model"].items():
         assert torch.equal(a["model"][key], value), key
     summary_a = json.loads((run_dir / "summary.json").read_text())
@@ -295,13 +296,13 @@ def test_resume_after_interrupt_gives_the_same_history(reference_run, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.run_training(config, callback=interrupt)
+        trainer.run_training(config, callback=interrupt)
     run_dir = tmp_path / "run"
-    assert train.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
+    assert trainer.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     assert len(pd.read_csv(run_dir / "metrics.csv")) == 1
 
-    train.run_training(config, resume=True)
+    trainer.run_training(config, resume=True)
     _same_run(run_dir, reference_dir)
 
 
@@ -320,13 +321,13 @@ def test_killed_during_checkpoint_save_still_resumes(reference_run, tmp_path, mo
 
     monkeypatch.setattr(os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
-        train.run_training(config)
+        trainer.run_training(config)
     monkeypatch.setattr(os, "replace", real_replace)
     run_dir = tmp_path / "run"
     assert (run_dir / "checkpoint.pt.tmp").exists()  # the write that never got renamed
-    assert train.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1  # the previous one
+    assert trainer.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1  # the previous one
 
-    train.run_training(config, resume=True)
+    trainer.run_training(config, resume=True)
     assert not (run_dir / "checkpoint.pt.tmp").exists()
     _same_run(run_dir, reference_dir)
 
@@ -334,7 +335,7 @@ def test_killed_during_checkpoint_save_still_resumes(reference_run, tmp_path, mo
 def test_existing_run_needs_resume(reference_run):
     reference_dir, config = reference_run
     with pytest.raises(HybridError, match="already holds a run; pass --resume"):
-        train.run_training(config)
+        trainer.run_training(config)
 
 
 # ------------------------------------------------------------- divergence and stopping
@@ -343,7 +344,7 @@ def test_existing_run_needs_resume(reference_run):
 def test_nan_loss_stops_with_a_clear_message(data_root, tmp_path):
     config = quick(data_root, epochs=1, lr=1e8, out=str(tmp_path / "run"))
     with pytest.raises(HybridError) as error:
-        train.run_training(config)
+        trainer.run_training(config)
     message = str(error.value)
     assert "diverged" in message and "epoch 1, step" in message and "lower" in message
     assert "--lr" in message
@@ -365,10 +366,10 @@ def test_nan_keeps_the_last_good_checkpoint(data_root, tmp_path):
 
     model.loss = poisoned_loss
     config = quick(data_root, epochs=2, val_every=5)  # no validation before the NaN
-    with pytest.raises(train.DivergedError, match=r"epoch 2, step 3 of 4") as error:
-        train.fit(model, bundle, config, run_dir=tmp_path)
+    with pytest.raises(trainer.DivergedError, match=r"epoch 2, step 3 of 4") as error:
+        trainer.fit(model, bundle, config, run_dir=tmp_path)
     assert "checkpoint (epoch 1) is kept" in str(error.value)
-    state = train.load_checkpoint(tmp_path / "checkpoint.pt")
+    state = trainer.load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
@@ -383,7 +384,7 @@ def test_stop_event_and_callback(data_root, tmp_path):
             stop.set()
 
     config = quick(data_root, out=str(tmp_path / "run"))
-    run_dir = train.run_training(config, callback=callback, stop=stop)
+    run_dir = trainer.run_training(config, callback=callback, stop=stop)
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end" and "epoch" in kinds
     # stopped right after the step that set the event
@@ -392,7 +393,7 @@ def test_stop_event_and_callback(data_root, tmp_path):
     assert summary["status"] == "stopped" and summary["stopped_at"] == [2, 2]
     assert summary["epochs_done"] == 1 and not (run_dir / "predictions.csv").exists()
     # a stopped run is resumable
-    train.run_training(config, resume=True)
+    trainer.run_training(config, resume=True)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["epochs_done"] == 2
 

@@ -4,7 +4,7 @@
     torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --master_port=29500 \\
         --nproc_per_node=8 -m hybridlib train ...        # the same on node 1 with --node_rank=1
 
-Nothing changes in the command: `hybridlib.train.run_training` calls `setup()`, which
+Nothing changes in the command: `hybridlib.engine.trainer.run_training` calls `setup()`, which
 reads torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and,
 when they say there are several processes, joins the process group: NCCL on CUDA, each
 rank on `cuda:LOCAL_RANK`; Gloo on the CPU. Then the training code

@@ -300,7 +300,7 @@ def run_grid(
 def _train_one(item: tuple[str, RunConfig, bool]) -> tuple[str, str | None]:
     """Train one run of a grid: (run directory, None), or (run directory, why it diverged)."""
     from hybridlib.engine import distributed
-    from hybridlib.train import DivergedError, run_training
+    from hybridlib.engine.trainer import DivergedError, run_training
 
     label, config, resume = item
     if distributed.is_main():

@@ -13,8 +13,8 @@ In one process, on the same model, data and batch size, it times three ways to t
    transforms one image at a time, each batch moved to the device, then
    `zero_grad()`, forward, `loss.backward()`, `Adam.step()` in fp32, and the running
    loss and accuracy read with `.item()` every step.
-2. default: what `hybridlib.train.fit` does with a default `RunConfig` (it calls
-   `train_one_epoch`): the split held in memory on the device with on-device flips,
+2. default: what `hybridlib.engine.trainer.fit` does with a default `RunConfig` (it calls
+   `run_epoch`): the split held in memory on the device with on-device flips,
    bf16 autocast on CUDA, the loss read back every step on the CPU, every 25 on a GPU.
 3. fastest: on CUDA the CUDA-graph step of `hybridlib.engine.fast` (channels-last, bf16);
    on the CPU the fastest fp32 settings measured (channels-last layout, the loss
@@ -179,6 +179,7 @@ def _epochs(
 ):
     """`train_one_epoch` (what `fit` runs) over `steps` batches at a time; returns the runner."""
     from hybridlib import train
+    from hybridlib.engine import trainer
 
     model.to(device)
     if channels_last:
@@ -199,7 +200,7 @@ def _epochs(
     batches = _forever(loader)
 
     def run(steps: int) -> int:
-        result = train.train_one_epoch(
+        result = trainer.run_epoch(
             model,
             _Take(batches, steps),
             optimizer,
@@ -343,8 +344,9 @@ def run_bench(
         {"rows": [BenchRow as dict, ...], "environment": ..., "command": ..., "settings": ...}
     """
     from hybridlib.config import RunConfig
+    from hybridlib.engine.trainer import load_bundle
     from hybridlib.models import build_model
-    from hybridlib.train import input_crop, load_bundle
+    from hybridlib.train import input_crop
 
     for path in paths:
         if path not in PATHS:

@@ -30,8 +30,8 @@ from hybridlib.errors import HybridError, Terminated
 
 # command -> (module, function) that carries it out.
 HANDLERS = {
-    "train": ("hybridlib.train", "cli_train"),
-    "evaluate": ("hybridlib.train", "cli_evaluate"),
+    "train": ("hybridlib.engine.trainer", "cli_train"),
+    "evaluate": ("hybridlib.engine.trainer", "cli_evaluate"),
     "reproduce": ("hybridlib.study.reproduce", "cli_reproduce"),
     "results": ("hybridlib.study.results", "cli_results"),
     "bench": ("hybridlib.tools.bench", "cli_bench"),

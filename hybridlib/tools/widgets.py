@@ -10,7 +10,7 @@
     dashboard.runs                   # one row per run of this session: settings and results
     dashboard.status                 # the text of the status line
 
-Training runs `hybridlib.train.fit` in a background thread, so the notebook (and its
+Training runs `hybridlib.engine.trainer.fit` in a background thread, so the notebook (and its
 Stop button) keeps responding while a model trains. `fit`'s one callback hook feeds
 the live loss and accuracy plot and the progress bar; its `stop` event is the Stop
 button, which ends the run after the current step and keeps the model and the
@@ -149,7 +149,7 @@ class Dashboard:
         live_plot: bool = True,
         **values: Any,
     ):
-        from hybridlib.train import History
+        from hybridlib.history import History
 
         self.device = device
         self.live_plot = live_plot
@@ -410,7 +410,7 @@ class Dashboard:
 
     # ---------------------------------------------------------------- the run
     def _bundle_for(self, config: RunConfig):
-        from hybridlib.train import load_bundle
+        from hybridlib.engine.trainer import load_bundle
 
         key = (
             config.dataset,
@@ -429,8 +429,9 @@ class Dashboard:
     def _run(self, config: RunConfig) -> None:
         """The background thread: load, train, test, then report. Never raises."""
         from hybridlib import runtime
+        from hybridlib.engine.trainer import DivergedError, fit
+        from hybridlib.history import History
         from hybridlib.models import build_model
-        from hybridlib.train import DivergedError, History, fit
 
         started = time.perf_counter()
         self._config = config
