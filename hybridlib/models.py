@@ -83,6 +83,7 @@ import inspect
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -618,30 +619,25 @@ def build_model(
 
 
 def _macs_hook(counter: list[int]):
-    """A forward hook that adds a layer's multiply-adds for the batch to `counter[0]`."""
+    """A forward hook that adds a layer's multiply-adds for the batch to `counter[0]`.
+
+    It knows the layers the course's models have: Conv2d, Linear, and one-layer,
+    one-direction LSTM / GRU (`RecurrentEncoder`).
+    """
 
     def hook(module: nn.Module, args, output) -> None:
         x = args[0]
         if isinstance(module, nn.Conv2d):
-            # every output value: (in_channels / groups) * kh * kw multiply-adds
+            # every output value: in_channels * kh * kw multiply-adds
             kh, kw = module.kernel_size
-            counter[0] += output.numel() * (module.in_channels // module.groups) * kh * kw
-        elif isinstance(module, nn.ConvTranspose2d):
-            # every input value is scattered to (out_channels / groups) * kh * kw outputs
-            kh, kw = module.kernel_size
-            counter[0] += x.numel() * (module.out_channels // module.groups) * kh * kw
+            counter[0] += output.numel() * module.in_channels * kh * kw
         elif isinstance(module, nn.Linear):
             counter[0] += x.numel() * module.out_features
-        elif isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
-            gates = {nn.LSTM: 4, nn.GRU: 3}.get(type(module), 1)
-            batch, steps = (x.shape[0], x.shape[1]) if module.batch_first else x.shape[1::-1]
-            directions = 2 if module.bidirectional else 1
+        elif isinstance(module, nn.LSTM | nn.GRU):
+            gates = 4 if isinstance(module, nn.LSTM) else 3
+            batch, steps = x.shape[0], x.shape[1]  # batch_first: (B, T, input_size)
             h = module.hidden_size
-            per_step = 0
-            for layer in range(module.num_layers):
-                inputs = module.input_size if layer == 0 else h * directions
-                per_step += directions * gates * h * (inputs + h)
-            counter[0] += batch * steps * per_step
+            counter[0] += batch * steps * gates * h * (module.input_size + h)
 
     return hook
 
@@ -650,11 +646,10 @@ def model_stats(name_or_model: str | nn.Module, num_classes: int = 10) -> dict[s
     """Parameters and multiply-adds (MACs) per image of one model.
 
     MACs are counted with forward hooks on one image: for Conv2d, every output value
-    costs in_channels * kh * kw; ConvTranspose2d likewise per input value; Linear
-    in * out; LSTM / GRU, per time step, gates * hidden * (input + hidden) (4 gates for
-    the LSTM, 3 for the GRU). Biases, activations, pooling, normalisation, the gates'
-    element-wise products and the skip model's sum are left out: they are small next
-    to the matrix products.
+    costs in_channels * kh * kw; Linear in * out; LSTM / GRU, per time step,
+    gates * hidden * (input + hidden) (4 gates for the LSTM, 3 for the GRU). Biases,
+    activations, pooling, normalisation, the gates' element-wise products and the skip
+    model's sum are left out: they are small next to the matrix products.
 
     Args:
         name_or_model: a name in `MODEL_NAMES` (built with `num_classes`, without
@@ -670,7 +665,7 @@ def model_stats(name_or_model: str | nn.Module, num_classes: int = 10) -> dict[s
         model = name_or_model
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     counter = [0]
-    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.LSTM, nn.GRU, nn.RNN)
+    kinds = (nn.Conv2d, nn.Linear, nn.LSTM, nn.GRU)
     handles = [
         m.register_forward_hook(_macs_hook(counter))
         for m in model.modules()
@@ -699,8 +694,6 @@ def stats_table(names: Iterable[str] = MODEL_NAMES, num_classes: int = 10):
     Returns:
         DataFrame indexed by model name with columns paper, input, params, macs.
     """
-    import pandas as pd
-
     rows = []
     for name in names:
         with torch.random.fork_rng(devices=[]):

@@ -163,12 +163,12 @@ def test_diverging_learning_rate_is_reported_and_the_dashboard_recovers(dashboar
 
 
 def test_an_unexpected_error_is_one_line_and_kept_for_reports(dashboard, monkeypatch):
-    import hybridlib.train
+    import hybridlib.engine.trainer
 
     def broken_fit(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(hybridlib.train, "fit", broken_fit)
+    monkeypatch.setattr(hybridlib.engine.trainer, "fit", broken_fit)
     dashboard.train(block=True, timeout=60)
     assert dashboard.status.startswith("Unexpected RuntimeError: boom")
     assert "broken_fit" in dashboard.last_traceback
