@@ -20,7 +20,7 @@ from pathlib import Path
 from hybridlib.errors import HybridError
 from hybridlib.paths import data_root, runs_root
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 # Parameters injected into every notebook that declares them in its
 # `parameters` cell. The quick profile keeps each notebook's own defaults.

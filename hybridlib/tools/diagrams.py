@@ -436,7 +436,7 @@ def draw_architecture(name_or_model: str | nn.Module, num_classes: int = 10) -> 
 
 
 def _default_out() -> Path:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     base = repo if (repo / "pyproject.toml").is_file() else Path.cwd()
     return base / "figures" / "architectures"
 
