@@ -142,6 +142,7 @@ GRIDS = {
 
 
 def run_name(config: RunConfig) -> str:
+    """The run's folder name in its grid: `<dataset>-<model>-s<seed>`."""
     return f"{config.dataset}-{config.model}-s{config.seed}"
 
 
@@ -201,8 +202,8 @@ def _paper_settings(grid: Grid, recipe: str, *, epochs, batch_size) -> dict[str,
         "batch_size": batch_size or grid.batch_size,
         "epochs": epochs or grid.epochs,
         "val_every": grid.val_every,
+        "flip": grid.flip,
     }
-    paper["flip"] = grid.flip
     if recipe == "paper":
         paper["lr"] = grid.lr
     return paper
