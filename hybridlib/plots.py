@@ -4,7 +4,7 @@
     plots.plot_curves(run_dir)                          # loss and accuracy per epoch
     plots.plot_curves({"CNN": run_a, "CNN + LSTM": run_b}, save="figures/curves.png")
     plots.plot_confusion(run_dir)                       # heatmap with class names
-    plots.plot_table(runs, "paper-a")                   # every seed beside the paper's number
+    plots.plot_accuracy_table(cells, seeds)             # every seed beside a reference run
     plots.plot_samples(bundle)                          # a row of examples per class
     plots.plot_class_counts({"caltech101": bundle})     # images per class and split
     plots.plot_predictions(images, targets, predictions, classes)
@@ -34,14 +34,16 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from hybridlib.errors import HybridError
+
 __all__ = [
+    "plot_accuracy_table",
     "plot_confusion",
     "plot_curves",
     "plot_class_counts",
     "plot_predictions",
     "plot_reconstructions",
     "plot_samples",
-    "plot_table",
     "save_figure",
 ]
 
@@ -106,36 +108,46 @@ def plot_class_counts(bundles: Mapping[str, Any], *, save=None) -> Figure:
 
 
 # ---------------------------------------------------------------------------
-# A paper's table as a picture
+# A table of accuracies as a picture
 # ---------------------------------------------------------------------------
 
 
-def plot_table(runs, table: str = "paper-a", *, title: str | None = None, save=None) -> Figure:
-    """A paper's table as dots: one panel per data set, one column per model.
+def plot_accuracy_table(
+    cells: pd.DataFrame,
+    seeds: pd.DataFrame,
+    *,
+    names: Mapping[str, str] | None = None,
+    panel_titles: Mapping[str, str] | None = None,
+    title: str | None = None,
+    save=None,
+) -> Figure:
+    """A models x data sets table of accuracies as dots: one panel per data set.
 
-    Every seed is a dot, the bar its mean with +- one standard deviation, and a red
-    diamond the paper's single run.
+    Every seed is a dot, the bar its cell's mean with +- one standard deviation, and a
+    red diamond a single reference run (a paper's number) where the cell has one.
+    (`hybridlib.study.figures.plot_table` draws a paper's table from run folders.)
 
     Args:
-        runs: a `results.read_runs` frame, or run / grid directories (one recipe).
-        table: "paper-a" or "paper-b".
+        cells: one row per (model, dataset) cell, in the order to draw, with columns
+            model, dataset, n_seeds, mean, std and paper (test accuracy in %; paper
+            NaN where there is none).
+        seeds: one row per run, with columns model, dataset and accuracy (%).
+        names: {model: its label under its column} (default: the model's name).
+        panel_titles: {dataset: its panel's title} (default: the data set's name).
+        title: figure title.
+        save: path to save the figure to.
     """
-    from hybridlib.study import results
-
-    runs = results.complete_runs(runs)
-    long = results.paper_table(runs, table).reset_index()
-    long = long[long["n_seeds"] > 0]
-    datasets = list(dict.fromkeys(long["dataset"]))
+    names, panel_titles = names or {}, panel_titles or {}
+    datasets = list(dict.fromkeys(cells["dataset"]))
     if not datasets:
-        raise ValueError("no finished runs to draw")
-    titles = results.dataset_labels(long)
-    fig = Figure(figsize=(1.1 * long["model"].nunique() * len(datasets) + 2.5, 3.8))
+        raise ValueError("no cells to draw: `cells` has no rows")
+    fig = Figure(figsize=(1.1 * cells["model"].nunique() * len(datasets) + 2.5, 3.8))
     axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)[0]
     for ax, dataset in zip(axes, datasets, strict=True):
-        part = long[long["dataset"] == dataset].reset_index(drop=True)
+        part = cells[cells["dataset"] == dataset].reset_index(drop=True)
         for i, row in part.iterrows():
-            chosen = (runs["model"] == row["model"]) & (runs["dataset"] == dataset)
-            accuracy = runs.loc[chosen, "test_acc"].astype(float).to_numpy() * 100
+            chosen = (seeds["model"] == row["model"]) & (seeds["dataset"] == dataset)
+            accuracy = seeds.loc[chosen, "accuracy"].to_numpy()
             ax.bar(i, row["mean"], color="tab:blue", alpha=0.25, width=0.6)
             if row["n_seeds"] > 1:
                 ax.errorbar(i, row["mean"], yerr=row["std"], color="tab:blue", capsize=4)
@@ -144,15 +156,14 @@ def plot_table(runs, table: str = "paper-a", *, title: str | None = None, save=N
             if not math.isnan(row["paper"]):
                 ax.scatter(i, row["paper"], marker="D", color="tab:red", s=30, zorder=4,
                            label="the paper" if i == 0 else None)  # fmt: skip
-        names = [results.LABELS.get(m, m) for m in part["model"]]
-        ax.set_xticks(range(len(part)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(titles[dataset], fontsize=10)
+        labels = [names.get(m, m) for m in part["model"]]
+        ax.set_xticks(range(len(part)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(panel_titles.get(dataset, dataset), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set(ylabel="test accuracy (%)", ylim=(0, 100))
     axes[0].legend(fontsize=8, loc="lower left")
-    recipes = set(runs["recipe"].fillna("paper"))
-    recipe = f", {recipes.pop()} recipe" if recipes != {"paper"} and len(recipes) == 1 else ""
-    fig.suptitle(title or results.TABLES[table]["title"] + recipe)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return _finish(fig, save)
 
@@ -397,8 +408,6 @@ def plot_reconstructions(
     output = model(x)
     model.train(was_training)
     if not hasattr(output, "reconstruction"):
-        from hybridlib.errors import HybridError
-
         raise HybridError(
             f"model {getattr(model, 'name', '?')!r} has no reconstruction; "
             "plot_reconstructions needs the 'autoencoder' model"

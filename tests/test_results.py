@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from scipy import stats
 
@@ -15,7 +16,7 @@ from hybridlib import plots
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
 from hybridlib.models import build_model
-from hybridlib.study import results
+from hybridlib.study import figures, results
 from hybridlib.tools import cli
 from hybridlib.train import History
 
@@ -440,17 +441,47 @@ def test_plot_curves(grid, tmp_path):
 
 
 def test_plot_table_draws_a_panel_per_data_set(grid, tmp_path):
-    fig = plots.plot_table(grid, "paper-a", save=tmp_path / "t.png")
+    fig = figures.plot_table(grid, "paper-a", save=tmp_path / "t.png")
     assert [ax.get_title() for ax in fig.axes] == ["CIFAR-10", "Caltech 101", "Tiny ImageNet"]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()][0] == "CNN"
     assert (tmp_path / "t.png").stat().st_size > 0
     assert fig._suptitle.get_text() == "Paper A, Table I: test accuracy (%)"
     improved = results.read_runs(recipe_grid(tmp_path / "recipes"))
-    fig = plots.plot_table(improved[improved["recipe"] == "improved"], "paper-a")
+    fig = figures.plot_table(improved[improved["recipe"] == "improved"], "paper-a")
     assert fig._suptitle.get_text().endswith("(%), improved recipe")
     make_run(tmp_path / "unfinished", "cnn", "cifar10", 0, None, status="interrupted")
     with pytest.raises(ValueError, match="no finished runs"):
-        plots.plot_table(tmp_path / "unfinished")
+        figures.plot_table(tmp_path / "unfinished")
+
+
+def test_plot_accuracy_table_draws_what_it_is_given(tmp_path):
+    """The core drawing: cells and seeds as plain frames, no run folders."""
+    cells = pd.DataFrame(
+        {
+            "model": ["a", "b", "a"],
+            "dataset": ["x", "x", "y"],
+            "n_seeds": [2, 1, 2],
+            "mean": [50.0, 60.0, 70.0],
+            "std": [1.0, float("nan"), 2.0],
+            "paper": [55.0, float("nan"), 72.0],
+        }
+    )
+    seeds = pd.DataFrame(
+        {"model": ["a", "a", "b", "a", "a"], "dataset": ["x", "x", "x", "y", "y"],
+         "accuracy": [49.0, 51.0, 60.0, 68.0, 72.0]}
+    )  # fmt: skip
+    fig = plots.plot_accuracy_table(
+        cells, seeds, names={"a": "Model A"}, panel_titles={"x": "X set"}, title="T",
+        save=tmp_path / "a.png",
+    )  # fmt: skip
+    assert [ax.get_title() for ax in fig.axes] == ["X set", "y"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["Model A", "b"]
+    assert fig._suptitle.get_text() == "T" and (tmp_path / "a.png").stat().st_size > 0
+    scatters = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    assert sorted(scatters[0].get_offsets()[:, 1].tolist()) == [49.0, 51.0]  # a's seeds on x
+    assert scatters[1].get_offsets()[:, 1].tolist() == [55.0]  # the paper's diamond
+    with pytest.raises(ValueError, match="no cells"):
+        plots.plot_accuracy_table(cells.iloc[:0], seeds)
 
 
 def test_plot_samples_and_class_counts(tmp_path):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from hybridlib.study import results
+from hybridlib.tools import cli
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -79,6 +80,48 @@ def test_committed_results_are_stamped(folder):
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
         assert summary["command"].startswith("python -m hybridlib")
         assert summary["hardware"]["device"] and summary["torch"]
+
+
+# results folder -> the run folders `results --out` made it from (results/README.md)
+SOURCES = {
+    "paper-a": ("paper-a", ["paper-a"]),
+    "paper-a-improved": ("paper-a", ["paper-a-improved"]),
+    "paper-b": ("paper-b", ["paper-b"]),
+    "improved-vs-paper": ("paper-a", ["paper-a", "paper-a-improved"]),
+}
+
+
+def _without_stamp(text: str) -> str:
+    """A markdown table's text without its provenance line (time, command, commit)."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("Made by `"))
+
+
+def _table_files(folder: Path) -> list[str]:
+    """The files `write_tables` leaves in `folder`, without its lock file."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+@pytest.mark.parametrize("folder", SOURCES)
+def test_results_command_rewrites_the_committed_tables_word_for_word(folder, tmp_path, capsys):
+    table, sources = SOURCES[folder]
+    runs = [str(RESULTS / source / "runs") for source in sources]
+    out = tmp_path / folder
+    assert cli.main(["results", *runs, "--table", table, "--out", str(out)]) == 0
+    capsys.readouterr()
+    committed = _table_files(RESULTS / folder)
+    assert _table_files(out) == committed
+    for name in committed:
+        if name == "runs.csv":  # run folders named relative to where the tables are
+            continue
+        old, new = (RESULTS / folder / name).read_text(), (out / name).read_text()
+        if name.endswith(".md"):
+            assert _without_stamp(new) == _without_stamp(old), name
+        elif name.endswith(".csv"):
+            assert new == old, name
+        else:  # the provenance stamp: the same runs, seeds and epochs
+            old, new = json.loads(old), json.loads(new)
+            for key in ("runs", "seeds", "epochs", "devices", "torch", "hybridlib"):
+                assert new[key] == old[key], (name, key)
 
 
 @pytest.mark.parametrize("folder", STUDY)

@@ -79,24 +79,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from hybridlib.config import RunConfig
-from hybridlib.errors import HybridError
+from hybridlib.engine import distributed, fast
+from hybridlib.engine.trainer import DivergedError, run_training
+from hybridlib.errors import HybridError, choices_error
 from hybridlib.paths import runs_root
-from hybridlib.study.results import (
-    LABELS,
-    TABLES,
-    complete_runs,
-    dataset_labels,
-    find_run_dirs,
-    paper_table,
-    provenance,
-    wide_table,
-    write_tables,
-)
+from hybridlib.study.figures import write_figures
+from hybridlib.study.papers import TABLES
+from hybridlib.study.report import write_tables
+from hybridlib.study.runs import find_run_dirs
+from hybridlib.study.tables import paper_table, wide_table
 
-__all__ = ["GRIDS", "Grid", "cli_reproduce", "grid_configs", "run_grid", "write_figures"]
+__all__ = ["GRIDS", "Grid", "cli_reproduce", "default_grid_dir", "grid_configs", "run_grid"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +142,7 @@ GRIDS = {
 
 
 def run_name(config: RunConfig) -> str:
+    """The run's folder name in its grid: `<dataset>-<model>-s<seed>`."""
     return f"{config.dataset}-{config.model}-s{config.seed}"
 
 
@@ -181,39 +176,37 @@ def grid_configs(
         before anything is trained).
     """
     if table not in GRIDS:
-        from hybridlib.errors import choices_error
-
         raise choices_error("table", table, GRIDS)
     grid = GRIDS[table]
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    paper = {
-        "batch_size": batch_size or grid.batch_size,
-        "epochs": epochs or grid.epochs,
-        "val_every": grid.val_every,
-    }
-    paper["flip"] = grid.flip
-    if recipe == "paper":
-        paper["lr"] = grid.lr
+    paper = _paper_settings(grid, recipe, epochs=epochs, batch_size=batch_size)
     configs = []
     for seed in seed_list:
         for dataset in datasets or grid.datasets:
             for model in models or grid.models:
                 decay = {"weight_decay": grid.decay(model)} if recipe == "paper" else {}
+                fields = {**paper, **decay, **settings}
                 config = RunConfig.from_recipe(
-                    recipe,
-                    **{
-                        **paper,
-                        **decay,
-                        **settings,
-                        "model": model,
-                        "dataset": dataset,
-                        "seed": seed,
-                    },
+                    recipe, **{**fields, "model": model, "dataset": dataset, "seed": seed}
                 )
                 if out is not None:
                     config = config.replace(out=str(Path(out) / run_name(config)))
                 configs.append(config)
     return configs
+
+
+def _paper_settings(grid: Grid, recipe: str, *, epochs, batch_size) -> dict[str, Any]:
+    """The grid's settings for every run: its batch size, epochs, validation and flips,
+    and with the paper's recipe its learning rate (the improved recipe keeps its own)."""
+    paper = {
+        "batch_size": batch_size or grid.batch_size,
+        "epochs": epochs or grid.epochs,
+        "val_every": grid.val_every,
+        "flip": grid.flip,
+    }
+    if recipe == "paper":
+        paper["lr"] = grid.lr
+    return paper
 
 
 def _status(config: RunConfig) -> str:
@@ -258,31 +251,11 @@ def run_grid(
         {"trained": [...], "skipped": [...], "diverged": [...]} lists of run directories
         (diverged: (run directory, message)).
     """
-    from hybridlib.engine import distributed, fast
-
     index, count = shard
     mine = list(configs)[index::count]
     # refuse a mixed-up grid before training; under torchrun rank 0 decides for all
     statuses = distributed.on_main(lambda: [_status(config) for config in mine])
-    say = distributed.is_main()
-    done: dict[str, list] = {"trained": [], "skipped": [], "diverged": []}
-    todo = []
-    for i, (config, status) in enumerate(zip(mine, statuses, strict=True), start=1):
-        label = f"[{i}/{len(mine)}] {config.model} on {config.dataset}, seed {config.seed}"
-        if status == "complete":
-            done["skipped"].append(config.out)
-            if say:
-                print(f"{label}: done already", file=sys.stderr)
-            continue
-        if status == "diverged":
-            done["diverged"].append((config.out, "diverged in an earlier attempt"))
-            if say:
-                print(
-                    f"{label}: diverged in an earlier attempt; delete {config.out} to retry",
-                    file=sys.stderr,
-                )
-            continue
-        todo.append((label, config, status == "resume"))
+    done, todo = _sort_runs(mine, statuses, say=distributed.is_main())
     if jobs > 1 and len(todo) > 1 and not distributed.active():
         # one progress line per run instead of N interleaved progress bars
         todo = [(label, config.replace(progress=False), resume) for label, config, resume in todo]
@@ -297,11 +270,38 @@ def run_grid(
     return done
 
 
+def _sort_runs(
+    configs: list[RunConfig], statuses: list[str], *, say: bool
+) -> tuple[dict[str, list], list[tuple[str, RunConfig, bool]]]:
+    """Split a shard's runs by their `_status`: finished ones are recorded in `done`
+    (and said, when `say`), the others go to the list of (label, config, resume) to train.
+
+    Returns:
+        (done, todo): done = {"trained": [], "skipped": [...], "diverged": [...]}.
+    """
+    done: dict[str, list] = {"trained": [], "skipped": [], "diverged": []}
+    todo = []
+    for i, (config, status) in enumerate(zip(configs, statuses, strict=True), start=1):
+        label = f"[{i}/{len(configs)}] {config.model} on {config.dataset}, seed {config.seed}"
+        if status == "complete":
+            done["skipped"].append(config.out)
+            if say:
+                print(f"{label}: done already", file=sys.stderr)
+            continue
+        if status == "diverged":
+            done["diverged"].append((config.out, "diverged in an earlier attempt"))
+            if say:
+                print(
+                    f"{label}: diverged in an earlier attempt; delete {config.out} to retry",
+                    file=sys.stderr,
+                )
+            continue
+        todo.append((label, config, status == "resume"))
+    return done, todo
+
+
 def _train_one(item: tuple[str, RunConfig, bool]) -> tuple[str, str | None]:
     """Train one run of a grid: (run directory, None), or (run directory, why it diverged)."""
-    from hybridlib.engine import distributed
-    from hybridlib.engine.trainer import DivergedError, run_training
-
     label, config, resume = item
     if distributed.is_main():
         print(f"{label}{': resuming' if resume else ''}", file=sys.stderr, flush=True)
@@ -313,67 +313,6 @@ def _train_one(item: tuple[str, RunConfig, bool]) -> tuple[str, str | None]:
     if not config.progress:
         print(f"{label}: finished", file=sys.stderr, flush=True)
     return config.out, None
-
-
-def write_figures(
-    runs, table: str, *, figures_dir: str | Path | None = None, command: str | None = None
-) -> list[Path]:
-    """The table as dots, curves per data set and a confusion matrix per cell (first seed).
-
-    Args:
-        runs: a grid directory, run directories or a `read_runs` frame (one recipe).
-        table: "paper-a" or "paper-b" (the order of the models).
-        figures_dir: where the PNGs go (default: `<grid directory>/figures`).
-        command: the command to name in `provenance.json` (default: this process's).
-    Returns:
-        The PNG files written; `provenance.json` beside them says what made them.
-    """
-    from hybridlib import plots
-
-    if figures_dir is None:
-        if isinstance(runs, pd.DataFrame):
-            raise HybridError("write_figures needs figures_dir when given a runs table")
-        figures_dir = Path(runs) / "figures"
-    runs = complete_runs(runs)
-    names = dataset_labels(runs)
-    figures = Path(figures_dir)
-    written: list[Path] = []
-    models = [m for m in TABLES[table]["models"] if m in set(runs["model"])]
-    models += [m for m in dict.fromkeys(runs["model"]) if m not in models]
-    if len(runs):
-        plots.plot_table(runs, table, save=figures / "table.png")
-        written.append(figures / "table.png")
-    for dataset in dict.fromkeys(runs["dataset"]):
-        cell_runs = runs[runs["dataset"] == dataset]
-        where = names[dataset]
-        curves = {}
-        for model in models:
-            dirs = cell_runs[cell_runs["model"] == model].sort_values("seed")["run_dir"].tolist()
-            if not dirs:
-                continue
-            curves[LABELS.get(model, model)] = dirs
-            path = figures / f"confusion-{dataset}-{model}.png"
-            seed = int(_seed_of(cell_runs, dirs[0]))
-            title = f"{LABELS.get(model, model)} on {where} (seed {seed})"
-            plots.plot_confusion(dirs[0], title=title, save=path)
-            written.append(path)
-        if curves:
-            path = figures / f"curves-{dataset}.png"
-            n = max(len(d) for d in curves.values())
-            suffix = f", mean ± sd over {n} seeds" if n > 1 else ""
-            recipes = set(cell_runs["recipe"].fillna("paper"))
-            if recipes != {"paper"}:
-                suffix += f" ({', '.join(sorted(recipes))} recipe)"
-            plots.plot_curves(curves, title=f"{where}{suffix}", save=path)
-            written.append(path)
-    if written:  # what made these pictures: command, hardware, versions, seeds, files
-        stamp = {**provenance(runs, command), "figures": sorted(p.name for p in written)}
-        (figures / "provenance.json").write_text(json.dumps(stamp, indent=2) + "\n")
-    return written
-
-
-def _seed_of(runs, run_dir) -> int:
-    return runs.loc[runs["run_dir"] == run_dir, "seed"].iloc[0]
 
 
 def default_grid_dir(table: str, *, recipe="paper", epochs=None, batch_size=None, limit=None):
@@ -428,39 +367,13 @@ def _command(args) -> str:
 
 
 def cli_reproduce(args) -> int:
-    """`python -m hybridlib reproduce --table paper-a|paper-b ...`"""
-    grid_dir = (
-        Path(
-            args.out
-            or default_grid_dir(
-                args.table,
-                recipe=args.recipe,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                limit=args.limit,
-            )
-        )
-        .expanduser()
-        .resolve()
-    )
-    settings = {
-        "device": args.device,
-        "data_root": args.data_root,
-        "download": args.download,
-        "limit": args.limit,
-        "folder": getattr(args, "folder", None),
-        "num_classes": getattr(args, "num_classes", None),
-        "deterministic": args.deterministic,
-        "augment": not args.no_augment,
-        "amp": not args.no_amp,
-        "cpu_bf16": args.cpu_bf16,
-        "per_rank_batch": args.per_rank_batch,
-        "step_mode": getattr(args, "step_mode", "eager"),
-    }
-    # given on the command line: for every run, over the grid's per-model value
-    for name in ("flip", "weight_decay"):
-        if getattr(args, name, None) is not None:
-            settings[name] = getattr(args, name)
+    """`python -m hybridlib reproduce --table paper-a|paper-b ...`: train the grid's runs
+    (this shard's), then write its tables and figures into the grid directory.
+
+    Returns:
+        The exit status: 0, or 1 when a run diverged.
+    """
+    grid_dir = _grid_dir(args)
     configs = grid_configs(
         args.table,
         seeds=args.seeds,
@@ -470,25 +383,13 @@ def cli_reproduce(args) -> int:
         batch_size=args.batch_size,
         recipe=args.recipe,
         out=grid_dir,
-        **settings,
+        **_run_settings(args),
     )
-    from hybridlib.engine import distributed
-
     distributed.setup(args.device)  # under torchrun: every run is trained by all ranks
     # a grid folder holding runs with other settings: stop now
     distributed.on_main(lambda: [_status(config) for config in configs])
-    if args.jobs > 1 and distributed.active() and distributed.is_main():
-        print(
-            "hybridlib reproduce: note: under torchrun all processes train each run "
-            "together; --jobs is ignored",
-            file=sys.stderr,
-        )
-    shard_note = f", shard {args.shard[0]}/{args.shard[1]}" if args.shard != (0, 1) else ""
     if distributed.is_main():
-        print(
-            f"hybridlib reproduce: {len(configs)} runs{shard_note} into {grid_dir}",
-            file=sys.stderr,
-        )
+        _announce(args, configs, grid_dir)
     with distributed.peer_errors("the grid"):
         done = run_grid(configs, shard=args.shard, jobs=args.jobs)
     if not distributed.is_main():  # rank 0 writes the tables
@@ -507,3 +408,50 @@ def cli_reproduce(args) -> int:
     for run_dir, message in done["diverged"]:
         print(f"diverged: {run_dir}: {message}", file=sys.stderr)
     return 1 if done["diverged"] else 0
+
+
+def _grid_dir(args) -> Path:
+    """`--out`, or the default grid directory for these settings, made absolute."""
+    out = args.out or default_grid_dir(
+        args.table,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        limit=args.limit,
+    )
+    return Path(out).expanduser().resolve()
+
+
+def _run_settings(args) -> dict[str, Any]:
+    """The `RunConfig` fields the command line sets for every run of the grid."""
+    settings = {
+        "device": args.device,
+        "data_root": args.data_root,
+        "download": args.download,
+        "limit": args.limit,
+        "folder": getattr(args, "folder", None),
+        "num_classes": getattr(args, "num_classes", None),
+        "deterministic": args.deterministic,
+        "augment": not args.no_augment,
+        "amp": not args.no_amp,
+        "cpu_bf16": args.cpu_bf16,
+        "per_rank_batch": args.per_rank_batch,
+        "step_mode": getattr(args, "step_mode", "eager"),
+    }
+    # given on the command line: for every run, over the grid's per-model value
+    for name in ("flip", "weight_decay"):
+        if getattr(args, name, None) is not None:
+            settings[name] = getattr(args, name)
+    return settings
+
+
+def _announce(args, configs: list[RunConfig], grid_dir: Path) -> None:
+    """Say (on rank 0) how many runs go where, and that torchrun ignores --jobs."""
+    if args.jobs > 1 and distributed.active():
+        print(
+            "hybridlib reproduce: note: under torchrun all processes train each run "
+            "together; --jobs is ignored",
+            file=sys.stderr,
+        )
+    shard_note = f", shard {args.shard[0]}/{args.shard[1]}" if args.shard != (0, 1) else ""
+    print(f"hybridlib reproduce: {len(configs)} runs{shard_note} into {grid_dir}", file=sys.stderr)
