@@ -219,3 +219,17 @@ def test_shards_are_disjoint(digits):
         rank_loader(digits, "val", 7, shard=(3, 3))
     with pytest.raises(HybridError, match="batch_size"):
         rank_loader(digits, "val", 0, shard=(0, 2))
+
+
+@pytest.mark.cuda
+def test_cuda_rank_loader_matches_cpu_rank_loader(digits):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    options = dict(augment=True, crop=24, seed=5)
+    for rank, world in ((0, 1), (0, 2), (1, 2), (2, 3)):
+        cpu = rank_loader(digits, "train", 4, shard=(rank, world), **options)
+        gpu = rank_loader(digits, "train", 4, shard=(rank, world), device="cuda", **options)
+        for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=True):
+            assert xg.is_cuda and torch.equal(yc, yg.cpu())
+            torch.testing.assert_close(xc, xg.cpu(), atol=1e-6, rtol=0)
+        assert torch.equal(cpu.sample_indices(), gpu.sample_indices().cpu())
