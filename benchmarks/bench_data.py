@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hybridlib.data import DATASET_NAMES, SPLITS, load_dataset
+from hybridlib.engine.cache import DiskCache
 
 
 def _cpu_name() -> str:
@@ -60,7 +61,7 @@ def _epoch(loader, device: torch.device) -> tuple[float, int]:
     return time.perf_counter() - start, seen
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="caltech101", choices=DATASET_NAMES)
     parser.add_argument("--data-root", default=None, help="(default: $HYBRIDLIB_DATA)")
@@ -84,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=3, help="epochs timed per path; best shown (default: 3)"
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+
+def _print_header(args: argparse.Namespace, device: torch.device) -> None:
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(
@@ -96,7 +97,46 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}")
 
-    with tempfile.TemporaryDirectory(prefix="bench-data-cache-") as cache:
+
+def _time_split(bundle, again, split: str, args: argparse.Namespace, device) -> str:
+    """One table row: `bundle` decodes `split` (and writes the cache), `again` reads it."""
+    start = time.perf_counter()
+    bundle.tensors(split)  # decode and write the cache
+    decode = time.perf_counter() - start
+    start = time.perf_counter()
+    again.tensors(split)  # read back from the cache
+    cached = time.perf_counter() - start
+    _ = bundle.mean  # statistics come from the training split; not timed below
+
+    start = time.perf_counter()
+    fast = bundle.loader(split, args.batch_size, device=device)
+    _sync(device)
+    to_device = time.perf_counter() - start
+    fast_epoch, n_fast = min(_epoch(fast, device) for _ in range(args.repeats))
+
+    plain = DataLoader(
+        bundle.dataset(split),
+        batch_size=args.batch_size,
+        shuffle=split == "train",
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+    )
+    plain_epoch, n_plain = min(_epoch(plain, device) for _ in range(args.repeats))
+    assert n_fast == n_plain == bundle.sizes[split]
+    fast_total = to_device + fast_epoch
+    return (
+        f"{split:<6} {n_fast:>7,} {decode:>10.2f}s {cached:>10.3f}s "
+        f"{fast_total:>10.3f}s {plain_epoch:>11.2f}s {plain_epoch / fast_total:>10.0f}x"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    _print_header(args, device)
+    with tempfile.TemporaryDirectory(prefix="bench-data-cache-") as folder:
+        cache = DiskCache(folder)  # a fresh one, so the first build is the first run's cost
         options = dict(root=args.data_root, folder=args.folder, limit=args.limit, cache=cache)
         start = time.perf_counter()
         bundle = load_dataset(args.dataset, **options)
@@ -116,34 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         again = load_dataset(args.dataset, **options)  # a second run: reads the cache
         for split in SPLITS:
-            start = time.perf_counter()
-            bundle.tensors(split)  # decode and write the cache
-            decode = time.perf_counter() - start
-            start = time.perf_counter()
-            again.tensors(split)  # read back from the cache
-            cached = time.perf_counter() - start
-            _ = bundle.mean  # statistics come from the training split; not timed below
-
-            start = time.perf_counter()
-            fast = bundle.loader(split, args.batch_size, device=device)
-            _sync(device)
-            to_device = time.perf_counter() - start
-            fast_epoch, n_fast = min(_epoch(fast, device) for _ in range(args.repeats))
-
-            plain = DataLoader(
-                bundle.dataset(split),
-                batch_size=args.batch_size,
-                shuffle=split == "train",
-                num_workers=args.workers,
-                pin_memory=device.type == "cuda",
-            )
-            plain_epoch, n_plain = min(_epoch(plain, device) for _ in range(args.repeats))
-            assert n_fast == n_plain == bundle.sizes[split]
-            fast_total = to_device + fast_epoch
-            print(
-                f"{split:<6} {n_fast:>7,} {decode:>10.2f}s {cached:>10.3f}s "
-                f"{fast_total:>10.3f}s {plain_epoch:>11.2f}s {plain_epoch / fast_total:>10.0f}x"
-            )
+            print(_time_split(bundle, again, split, args, device))
     return 0
 
 

@@ -1,15 +1,19 @@
 """Dataset classes in torchvision's style for the layouts torchvision does not ship.
 
-    from hybridlib.datasets import TinyImageNet, CIFAR10Folder, Digits
+    from hybridlib.datasets import TinyImageNet, CIFAR10Folder, Digits, ImageFolder
     ds = TinyImageNet("~/hybridlib/data", split="train", classes=5, download=True)
     image, target = ds[0]          # a PIL RGB image and an int
     ds.classes                     # ['goldfish', 'European fire salamander', ...]
+    pets = ImageFolder("~/pets")   # pets/cat/*.jpg, pets/dog/*.jpg: classes ['cat', 'dog']
 
 Each class follows torchvision's conventions: `root` is the data root that holds
 the data set's usual sub-folder, `split`, `transform`, `target_transform`,
-`download=False`, and the attributes `classes`, `targets` and `samples`. Most
-users never build them directly: `hybridlib.data.load_dataset` does, and adds
-the papers' splits, preprocessing and a fast in-memory loader.
+`download=False`, and the attributes `classes`, `targets` and `samples`.
+`ImageFolder` is torchvision's, with its extension points used rather than copied:
+`find_classes` leaves out hidden folders, `is_valid_file` hidden and non-image files,
+and the loader reads every image as RGB. Most users never build these classes
+directly: `hybridlib.data.load_dataset` does, and adds the papers' splits,
+preprocessing and a fast in-memory loader.
 
 Unreadable or truncated image files are not skipped: reading one raises
 `HybridError` naming the file, because silently dropping images would change
@@ -26,19 +30,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torchvision.datasets
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets import VisionDataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
+from sklearn.datasets import load_digits
+from torchvision.datasets import Caltech101, VisionDataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
 
-from hybridlib.errors import HybridError
+from hybridlib.errors import HybridError, choices_error
 
 __all__ = [
     "CIFAR10Folder",
     "Digits",
+    "ImageFolder",
     "TinyImageNet",
     "download_caltech101",
-    "image_folder",
     "is_image_file",
     "read_rgb",
 ]
@@ -85,44 +91,62 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return not name.startswith(".") and has_file_allowed_extension(name, IMG_EXTENSIONS)
 
 
-def image_folder(
-    folder: str | os.PathLike, exclude: Sequence[str] = (), allow_empty: bool = False
-) -> tuple[list[str], list[tuple[str, int]]]:
-    """The class sub-folders of `folder` and their image files, as torchvision's ImageFolder.
+class ImageFolder(torchvision.datasets.ImageFolder):
+    """torchvision's `ImageFolder` that reads RGB with `read_rgb` and skips what is not an image.
 
-    Class folders are sorted by name (hidden ones and `exclude` left out); files are found
-    by torchvision's `make_dataset`, sorted, keeping only `is_image_file` names.
+    Class folders are torchvision's `find_classes` less hidden ones (`.ipynb_checkpoints`)
+    and `exclude`; files are torchvision's `make_dataset` listing (sorted) of the names
+    `is_image_file` accepts, so a stray `.DS_Store` or `notes.txt` is left out.
 
     Args:
-        folder: the folder of class sub-folders.
-        exclude: folder names that are not classes.
+        root: the folder of class sub-folders.
+        exclude: folder names that are not classes (Caltech 101's `BACKGROUND_Google`).
         allow_empty: keep a class folder without images (else a `HybridError`).
-    Returns:
-        (class names, [(path, class index), ...]).
+        transform, target_transform: applied to the PIL image / the int target.
     """
-    folder = os.fspath(folder)
-    with os.scandir(folder) as entries:
-        classes = sorted(
-            e.name
-            for e in entries
-            if e.is_dir() and not e.name.startswith(".") and e.name not in exclude
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        exclude: Sequence[str] = (),
+        allow_empty: bool = False,
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+    ) -> None:
+        self.exclude = tuple(exclude)  # find_classes below runs inside super().__init__
+        super().__init__(
+            os.fspath(root),
+            transform,
+            target_transform,
+            loader=read_rgb,
+            is_valid_file=is_image_file,
+            allow_empty=True,  # empty classes get the message below, naming the fix
         )
-    if not classes:
-        raise HybridError(
-            f"{folder} has no class folders; put the images in one sub-folder per class "
-            f"(e.g. {os.path.join(folder, 'cat', '0001.jpg')})"
-        )
-    to_index = {c: i for i, c in enumerate(classes)}
-    samples = make_dataset(folder, to_index, is_valid_file=is_image_file, allow_empty=True)
-    counts = np.bincount([t for _, t in samples], minlength=len(classes))
-    empty = [c for c in classes if counts[to_index[c]] == 0]
-    if empty and not allow_empty:
-        raise HybridError(
-            f"class folder {os.path.join(folder, empty[0])} has no images"
-            + (f" (nor have {len(empty) - 1} more)" if len(empty) > 1 else "")
-            + f"; add images ({', '.join(IMG_EXTENSIONS)}) or remove the folder"
-        )
-    return classes, samples
+        if not allow_empty:
+            self._check_not_empty()
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        try:
+            found, _ = find_classes(directory)
+        except FileNotFoundError:  # no sub-folder at all
+            found = []
+        classes = [c for c in found if not c.startswith(".") and c not in self.exclude]
+        if not classes:
+            raise HybridError(
+                f"{directory} has no class folders; put the images in one sub-folder per class "
+                f"(e.g. {os.path.join(directory, 'cat', '0001.jpg')})"
+            )
+        return classes, {c: i for i, c in enumerate(classes)}
+
+    def _check_not_empty(self) -> None:
+        counts = np.bincount(self.targets, minlength=len(self.classes))
+        empty = [c for c, n in zip(self.classes, counts, strict=True) if n == 0]
+        if empty:
+            raise HybridError(
+                f"class folder {os.path.join(self.root, empty[0])} has no images"
+                + (f" (nor have {len(empty) - 1} more)" if len(empty) > 1 else "")
+                + f"; add images ({', '.join(IMG_EXTENSIONS)}) or remove the folder"
+            )
 
 
 def _not_found(name: str, looked: Path, download_hint: str) -> HybridError:
@@ -198,32 +222,20 @@ class TinyImageNet(_ImageFiles):
     ) -> None:
         super().__init__(os.fspath(Path(root).expanduser()), transform, target_transform)
         if split not in self.splits:
-            from hybridlib.errors import choices_error
-
             raise choices_error("split", split, self.splits)
         self.split = split
         if download:
             self.download()
         if not self._check_exists():
-            raise _not_found(
-                "tiny-imagenet",
-                self.folder / "wnids.txt",
-                f"Pass download=True (command line: --download) to download {self.url}.",
-            )
-        all_wnids = sorted((self.folder / "wnids.txt").read_text().split())
-        self.wnids = self._select(all_wnids, classes)
-        words = {}
-        for line in (self.folder / "words.txt").read_text().splitlines():
-            wnid, _, text = line.partition("\t")
-            words[wnid] = text.strip()
-        # Human-readable names: the first synonym in words.txt ("goldfish, Carassius auratus").
-        self.class_descriptions = [words.get(w, w) for w in self.wnids]
-        self.classes = [
-            d.split(",")[0].strip() or w
-            for d, w in zip(self.class_descriptions, self.wnids, strict=True)
-        ]
+            hint = f"Pass download=True (command line: --download) to download {self.url}."
+            raise _not_found("tiny-imagenet", self.folder / "wnids.txt", hint)
+        self.wnids = _select_wnids(sorted((self.folder / "wnids.txt").read_text().split()), classes)
+        self.class_descriptions, self.classes = _class_names(self.folder / "words.txt", self.wnids)
         self.class_to_idx = {w: i for i, w in enumerate(self.wnids)}
-        self.samples = self._make_samples()
+        if split == "train":
+            self.samples = _train_samples(self.folder, self.class_to_idx)
+        else:
+            self.samples = _val_samples(self.folder, self.class_to_idx)
         self.targets = [t for _, t in self.samples]
 
     @property
@@ -233,77 +245,104 @@ class TinyImageNet(_ImageFiles):
     def _check_exists(self) -> bool:
         return (self.folder / "wnids.txt").is_file() and (self.folder / "train").is_dir()
 
-    @staticmethod
-    def _select(all_wnids: list[str], classes) -> list[str]:
-        if classes is None:
-            return all_wnids
-        if isinstance(classes, int):
-            if not 1 <= classes <= len(all_wnids):
-                raise HybridError(
-                    f"num_classes={classes} but tiny-imagenet here has {len(all_wnids)} class "
-                    f"ids in wnids.txt; choose num_classes between 1 and {len(all_wnids)}"
-                )
-            return all_wnids[:classes]
-        unknown = [w for w in classes if w not in all_wnids]
-        if unknown:
-            raise HybridError(f"unknown tiny-imagenet class ids {unknown}; see wnids.txt")
-        return list(classes)
-
-    def _make_samples(self) -> list[tuple[str, int]]:
-        samples = []
-        if self.split == "train":
-            for wnid in self.wnids:
-                folder = self.folder / "train" / wnid / "images"
-                files = [
-                    f for f in sorted(folder.iterdir()) if f.is_file() and is_image_file(f)
-                ] if folder.is_dir() else []  # fmt: skip
-                if not files:
-                    raise HybridError(
-                        f"tiny-imagenet is incomplete: no images in {folder}; delete "
-                        f"{self.folder} and download it again (download=True)"
-                    )
-                samples += [(os.fspath(f), self.class_to_idx[wnid]) for f in files]
-        else:
-            annotations = self.folder / "val" / "val_annotations.txt"
-            if not annotations.is_file():
-                raise _not_found("tiny-imagenet val split", annotations, "Download it again.")
-            for line in annotations.read_text().splitlines():
-                parts = line.split("\t")
-                if len(parts) >= 2 and parts[1] in self.class_to_idx:
-                    path = self.folder / "val" / "images" / parts[0]
-                    samples.append((os.fspath(path), self.class_to_idx[parts[1]]))
-            samples.sort()
-            missing = [path for path, _ in samples if not os.path.isfile(path)]
-            if missing:
-                raise HybridError(
-                    f"tiny-imagenet is incomplete: {len(missing):,} images listed in "
-                    f"{annotations} are missing (e.g. {missing[0]}); delete {self.folder} "
-                    "and download it again (download=True)"
-                )
-        return samples
-
     def download(self) -> None:
         """Download and extract the official archive unless the data set is already here."""
-        if self._check_exists():
-            return
-        root = Path(self.root)
-        root.mkdir(parents=True, exist_ok=True)
-        archive = root / self.filename
-        if not check_integrity(archive, self.md5):
-            download_url(self.url, os.fspath(root), self.filename)  # md5 checked just below
-            actual = calculate_md5(archive)
-            if actual != self.md5:
-                # A partial or corrupt file: remove it so the next attempt starts afresh.
-                archive.unlink(missing_ok=True)
-                raise HybridError(
-                    f"checksum mismatch for {archive}: expected md5 {self.md5}, got {actual}. "
-                    "The download is partial or corrupt and was deleted; run again with "
-                    "download=True (command line: --download)"
-                )
-        _extract_atomically(archive, root, self.base_folder, required=("wnids.txt", "train"))
+        if not self._check_exists():
+            root = Path(self.root)
+            archive = _download_checked(self.url, root, self.filename, self.md5)
+            _extract_atomically(archive, root, self.base_folder, required=("wnids.txt", "train"))
 
     def extra_repr(self) -> str:
         return f"Split: {self.split}\nClasses: {len(self.classes)} ({', '.join(self.wnids[:5])}...)"
+
+
+def _select_wnids(all_wnids: list[str], classes: int | Sequence[str] | None) -> list[str]:
+    """The class ids `TinyImageNet(classes=...)` asks for, from the sorted `wnids.txt`."""
+    if classes is None:
+        return all_wnids
+    if isinstance(classes, int):
+        if not 1 <= classes <= len(all_wnids):
+            raise HybridError(
+                f"num_classes={classes} but tiny-imagenet here has {len(all_wnids)} class "
+                f"ids in wnids.txt; choose num_classes between 1 and {len(all_wnids)}"
+            )
+        return all_wnids[:classes]
+    unknown = [w for w in classes if w not in all_wnids]
+    if unknown:
+        raise HybridError(f"unknown tiny-imagenet class ids {unknown}; see wnids.txt")
+    return list(classes)
+
+
+def _class_names(words_file: Path, wnids: list[str]) -> tuple[list[str], list[str]]:
+    """(descriptions, names) of `wnids`: words.txt's text and its first synonym.
+
+    words.txt lists every ImageNet id: "n01443537<TAB>goldfish, Carassius auratus" gives
+    the name "goldfish".
+    """
+    words = {}
+    for line in words_file.read_text().splitlines():
+        wnid, _, text = line.partition("\t")
+        words[wnid] = text.strip()
+    descriptions = [words.get(w, w) for w in wnids]
+    names = [d.split(",")[0].strip() or w for d, w in zip(descriptions, wnids, strict=True)]
+    return descriptions, names
+
+
+def _train_samples(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """`train/<wnid>/images/*`, sorted, image files only; a class without images is an error."""
+    samples = []
+    for wnid, target in class_to_idx.items():
+        images = folder / "train" / wnid / "images"
+        files = [
+            f for f in sorted(images.iterdir()) if f.is_file() and is_image_file(f)
+        ] if images.is_dir() else []  # fmt: skip
+        if not files:
+            raise HybridError(
+                f"tiny-imagenet is incomplete: no images in {images}; delete "
+                f"{folder} and download it again (download=True)"
+            )
+        samples += [(os.fspath(f), target) for f in files]
+    return samples
+
+
+def _val_samples(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """The official validation images of the chosen classes, from `val_annotations.txt`."""
+    annotations = folder / "val" / "val_annotations.txt"
+    if not annotations.is_file():
+        raise _not_found("tiny-imagenet val split", annotations, "Download it again.")
+    samples = []
+    for line in annotations.read_text().splitlines():
+        parts = line.split("\t")  # file, wnid, box
+        if len(parts) >= 2 and parts[1] in class_to_idx:
+            path = folder / "val" / "images" / parts[0]
+            samples.append((os.fspath(path), class_to_idx[parts[1]]))
+    samples.sort()
+    missing = [path for path, _ in samples if not os.path.isfile(path)]
+    if missing:
+        raise HybridError(
+            f"tiny-imagenet is incomplete: {len(missing):,} images listed in "
+            f"{annotations} are missing (e.g. {missing[0]}); delete {folder} "
+            "and download it again (download=True)"
+        )
+    return samples
+
+
+def _download_checked(url: str, root: Path, filename: str, md5: str) -> Path:
+    """`root/filename`, downloaded from `url` unless a copy with the right md5 is there."""
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / filename
+    if not check_integrity(archive, md5):
+        download_url(url, os.fspath(root), filename)  # md5 checked just below
+        actual = calculate_md5(archive)
+        if actual != md5:
+            # A partial or corrupt file: remove it so the next attempt starts afresh.
+            archive.unlink(missing_ok=True)
+            raise HybridError(
+                f"checksum mismatch for {archive}: expected md5 {md5}, got {actual}. "
+                "The download is partial or corrupt and was deleted; run again with "
+                "download=True (command line: --download)"
+            )
+    return archive
 
 
 def _extract_atomically(archive: Path, root: Path, folder: str, required: Sequence[str]) -> None:
@@ -347,8 +386,6 @@ def download_caltech101(root: str | os.PathLike) -> None:
     Args:
         root: the data root.
     """
-    from torchvision.datasets import Caltech101
-
     root = Path(root).expanduser()
     target = root / "caltech101" / "101_ObjectCategories"
     if target.is_dir():
@@ -392,16 +429,14 @@ class CIFAR10Folder(_ImageFiles):
     ) -> None:
         super().__init__(os.fspath(Path(root).expanduser()), transform, target_transform)
         if split not in self.splits:
-            from hybridlib.errors import choices_error
-
             raise choices_error("split", split, self.splits)
         self.split = split
         folder = Path(self.root) / self.base_folder / split
         if not folder.is_dir():
             raise _not_found("cifar10 (image folder)", folder, "")
-        self.classes, self.samples = image_folder(folder)
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.targets = [t for _, t in self.samples]
+        listing = ImageFolder(folder)  # the class folders and their image files
+        self.classes, self.class_to_idx = listing.classes, listing.class_to_idx
+        self.samples, self.targets = listing.samples, listing.targets
 
     def extra_repr(self) -> str:
         return f"Split: {self.split}"
@@ -422,8 +457,6 @@ class Digits(_Images):
     def __init__(
         self, transform: Callable | None = None, target_transform: Callable | None = None
     ) -> None:
-        from sklearn.datasets import load_digits
-
         super().__init__(None, transform, target_transform)
         bunch = load_digits()
         # 0..16 gray levels -> 0..255 bytes.

@@ -1,12 +1,12 @@
-"""Data sets, splits, the two loading paths, the disk cache and every user error.
+"""Data sets, splits, the two loading paths, the cache hook and every user error.
 
 Format-exact fake layouts come from tests/fixtures/layouts.py; tests marked
-`realdata` read the real subsets through the `shared_data` fixture.
+`realdata` read the real subsets through the `shared_data` fixture. The disk cache
+and the per-rank loader are tested in tests/test_loading_*.py.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 from fixtures import layouts
+from PIL import Image
 from torchvision.datasets import CIFAR10
 
 from hybridlib import data, datasets
 from hybridlib.data import DATASET_NAMES, DeviceLoader, load_dataset
+from hybridlib.engine.cache import disk_cache
 from hybridlib.errors import HybridError
 from hybridlib.tools import cli
 
@@ -159,20 +161,6 @@ def test_random_crops_are_windows_of_the_image(digits):
     assert len(offsets) > 3
 
 
-def test_shards_are_disjoint(digits):
-    def indices(rank, world, shuffle):
-        loader = digits.loader("val", 7, shard=(rank, world), shuffle=shuffle)
-        return loader._plan(0)[0].tolist(), len(loader)
-
-    parts = [indices(r, 3, False)[0] for r in range(3)]
-    assert sorted(sum(parts, [])) == list(range(144))
-    shuffled = [indices(r, 3, True) for r in range(3)]
-    assert all(len(p) == 48 and n == 7 for p, n in shuffled)
-    assert len(set(sum((p for p, _ in shuffled), []))) == 144
-    with pytest.raises(HybridError, match="shard"):
-        digits.loader("val", 7, shard=(3, 3))
-
-
 def test_limit_keeps_a_stratified_subsample():
     bundle = load_dataset("digits", limit=50)
     assert bundle.sizes == {"train": 50, "val": 50, "test": 50}
@@ -229,19 +217,21 @@ def test_bad_arguments(digits):
         digits.loader("train", 0)
     with pytest.raises(HybridError, match="folder=PATH"):
         load_dataset("folder")
+    with pytest.raises(HybridError, match="cache=True must be None .* read\\(\\) and write\\(\\)"):
+        load_dataset("digits", cache=True)
 
 
 def test_class_too_small_for_a_test_split(tmp_path):
     layouts.write_image_folder(tmp_path / "pets", {"cat": 6, "dog": 6, "emu": 1})
     with pytest.raises(HybridError, match="no test images.*'emu' \\(1\\)"):
-        load_dataset("folder", tmp_path, folder="pets", cache=False)
+        load_dataset("folder", tmp_path, folder="pets")
 
 
 def test_unreadable_image_names_the_file(tmp_path):
     layouts.write_image_folder(tmp_path / "pets", {"cat": 6, "dog": 6})
     broken = tmp_path / "pets" / "dog" / "3.png"
     broken.write_bytes(broken.read_bytes()[:100])  # truncated
-    bundle = load_dataset("folder", folder=tmp_path / "pets", cache=False)
+    bundle = load_dataset("folder", folder=tmp_path / "pets")
     split = next(
         s
         for s in ("train", "val", "test")
@@ -256,12 +246,12 @@ def test_unreadable_image_names_the_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# folder, and the disk cache
+# folder, and the cache hook
 
 
 def test_folder_dataset(tmp_path):
     layouts.write_image_folder(tmp_path / "pets", {"cat": 20, "dog": 10, "emu": 10})
-    bundle = load_dataset("folder", tmp_path, folder="pets", cache=tmp_path / "cache")
+    bundle = load_dataset("folder", tmp_path, folder="pets")
     assert bundle.classes == ["cat", "dog", "emu"]
     assert bundle.sizes == {"train": 28, "val": 4, "test": 8}
     assert bundle.class_counts("test") == [4, 2, 2]
@@ -272,58 +262,41 @@ def test_folder_dataset(tmp_path):
     assert load_dataset("folder", folder=tmp_path / "pets", num_classes=2).classes == ["cat", "dog"]
 
 
-def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
+class DictCache:
+    """The smallest `SplitCache`: decoded splits kept in a dict, keyed by bundle and split."""
+
+    def __init__(self):
+        self.stored, self.reads = {}, 0
+
+    def read(self, bundle, split):
+        self.reads += 1
+        return self.stored.get((bundle.name, bundle.seed, split))
+
+    def write(self, bundle, split, images, targets):
+        self.stored[bundle.name, bundle.seed, split] = (images.clone(), targets.clone())
+
+
+def test_a_cache_is_read_before_decoding_and_written_after(tmp_path, monkeypatch):
     layouts.write_image_folder(tmp_path / "pets", {"cat": 10, "dog": 10})
-    root = tmp_path / "data"
-    root.mkdir()
-    shutil.move(tmp_path / "pets", root / "pets")
-    first = load_dataset("folder", root, folder="pets")
-    assert first.cache_dir == root / data.CACHE_DIRNAME
+    cache = DictCache()
+    first = load_dataset("folder", tmp_path, folder="pets", cache=cache)
+    assert first.cache is cache and load_dataset("digits").cache is None  # default: none
     images, targets = first.tensors("train")
-    files = sorted(p.name for p in first.cache_dir.iterdir())
-    assert len(files) == 1 and files[0].startswith("folder-train-32px-")
-    assert not any(name.endswith(".tmp") for name in os.listdir(first.cache_dir))
+    assert cache.reads == 1 and list(cache.stored) == [("folder", 0, "train")]
+    assert first.tensors("train")[0] is images and cache.reads == 1  # once per bundle
 
     def no_decoding(*args):
         raise AssertionError("decoded although cached")
 
     monkeypatch.setattr(data.DataBundle, "_decode", no_decoding)
-    second = load_dataset("folder", root, folder="pets")
-    again, again_targets = second.tensors("train")
+    again, again_targets = load_dataset("folder", tmp_path, folder="pets", cache=cache).tensors(
+        "train"
+    )
     assert torch.equal(again, images) and torch.equal(again_targets, targets)
-    # Another seed, limit or image size is another file.
-    for kwargs in ({"seed": 1}, {"limit": 5}, {"image_size": 16}):
-        with pytest.raises(AssertionError, match="decoded although cached"):
-            load_dataset("folder", root, folder="pets", **kwargs).tensors("train")
-    monkeypatch.undo()
-    # A corrupt cache file is rebuilt, not trusted.
-    cached = first.cache_dir / files[0]
-    cached.write_bytes(b"garbage")
-    rebuilt, _ = load_dataset("folder", root, folder="pets").tensors("train")
-    assert torch.equal(rebuilt, images) and cached.stat().st_size > 100
-    # Changing an image file changes the key.
-    changed = load_dataset("folder", root, folder="pets")
-    path = changed._parts["train"].keys[0]
-    layouts.write_image_folder(tmp_path / "other", {"x": 1})
-    shutil.copy(tmp_path / "other" / "x" / "0.png", path)
-    assert not torch.equal(changed.tensors("train")[0][0], images[0])
-    assert len(list(first.cache_dir.glob("folder-train-32px-*.pt"))) == 2
-
-
-def test_cache_off_and_read_only_root(tmp_path, monkeypatch):
-    assert load_dataset("digits").cache_dir is None
-    layouts.write_image_folder(tmp_path / "ro" / "pets", {"cat": 5, "dog": 5})
-    assert load_dataset("folder", folder=tmp_path / "ro" / "pets", cache=False).cache_dir is None
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    os.chmod(tmp_path / "ro", 0o555)
-    try:
-        bundle = load_dataset("folder", tmp_path / "ro", folder="pets")
-        assert bundle.cache_dir == tmp_path / "xdg" / "hybridlib"
-    finally:
-        os.chmod(tmp_path / "ro", 0o755)
-    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "env-cache"))
-    bundle = load_dataset("folder", tmp_path / "ro", folder="pets")
-    assert bundle.cache_dir == tmp_path / "env-cache"
+    with pytest.raises(AssertionError, match="decoded although cached"):  # not in the cache
+        load_dataset("folder", tmp_path, folder="pets", seed=1, cache=cache).tensors("train")
+    with pytest.raises(AssertionError, match="decoded although cached"):  # no cache
+        load_dataset("folder", tmp_path, folder="pets").tensors("train")
 
 
 # ---------------------------------------------------------------------------------------
@@ -342,7 +315,7 @@ def cifar_batches(tmp_path, monkeypatch):
 
 def test_cifar10_pickle_batches(cifar_batches):
     root, train, test = cifar_batches
-    bundle = load_dataset("cifar10", root, cache=root / "cache")
+    bundle = load_dataset("cifar10", root)
     assert bundle.classes == layouts.CIFAR10_CLASSES
     assert bundle.sizes == {"train": 90, "val": 10, "test": 20}  # 10 % of train held out
     assert bundle.class_counts("val") == [1] * 10
@@ -366,16 +339,16 @@ def test_cifar10_corrupt_batch_is_reported(cifar_batches):
 
 def test_cifar10_image_folder(tmp_path):
     layouts.write_cifar10_jpg(tmp_path)
-    bundle = load_dataset("cifar10", tmp_path, cache=False)
+    bundle = load_dataset("cifar10", tmp_path)
     assert bundle.classes == layouts.CIFAR10_CLASSES
     assert bundle.sizes == {"train": 90, "val": 10, "test": 30}
     assert bundle.class_counts("val") == [1] * 10 and bundle.class_counts("test") == [3] * 10
-    assert load_dataset("cifar10", tmp_path, num_classes=4, cache=False).sizes["test"] == 12
+    assert load_dataset("cifar10", tmp_path, num_classes=4).sizes["test"] == 12
 
 
 def test_caltech101_layout(tmp_path):
     layouts.write_caltech101(tmp_path)
-    bundle = load_dataset("caltech101", tmp_path, num_classes=3, cache=False)
+    bundle = load_dataset("caltech101", tmp_path, num_classes=3)
     # The three most common categories, BACKGROUND_Google left out, in sorted order.
     assert bundle.classes == ["Faces", "airplanes", "car_side"]
     assert sum(bundle.sizes.values()) == 12 + 20 + 11
@@ -395,7 +368,7 @@ def test_caltech101_layout(tmp_path):
 
 def test_tiny_imagenet_layout(tmp_path):
     base = layouts.write_tiny_imagenet(tmp_path)
-    bundle = load_dataset("tiny-imagenet", tmp_path, cache=False)
+    bundle = load_dataset("tiny-imagenet", tmp_path)
     assert bundle.classes == [
         "goldfish",
         "European fire salamander",
@@ -436,10 +409,10 @@ def tiny_archive(tmp_path, monkeypatch):
 
 def test_tiny_imagenet_download_and_extract(tiny_archive):
     root, served = tiny_archive
-    bundle = load_dataset("tiny-imagenet", root, download=True, cache=False)
+    bundle = load_dataset("tiny-imagenet", root, download=True)
     assert bundle.sizes == {"train": 36, "val": 4, "test": 10}
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no temp folders
-    load_dataset("tiny-imagenet", root, download=True, cache=False)
+    load_dataset("tiny-imagenet", root, download=True)
     assert served["calls"] == 1  # present: not downloaded again
 
 
@@ -454,7 +427,7 @@ def test_tiny_imagenet_corrupt_download_leaves_nothing_that_looks_valid(tiny_arc
     with pytest.raises(HybridError, match="not found"):
         load_dataset("tiny-imagenet", root)
     served["bytes"] = good
-    assert load_dataset("tiny-imagenet", root, download=True, cache=False).sizes["test"] == 10
+    assert load_dataset("tiny-imagenet", root, download=True).sizes["test"] == 10
 
 
 def test_tiny_imagenet_failed_extraction_leaves_nothing(tiny_archive, monkeypatch):
@@ -489,7 +462,7 @@ def test_cli_data_prints_classes_and_sizes(capsys):
 
 @pytest.mark.realdata
 def test_real_caltech101(shared_data):
-    bundle = load_dataset("caltech101", shared_data)
+    bundle = load_dataset("caltech101", shared_data, cache=disk_cache("caltech101", shared_data))
     assert bundle.sizes == {"train": 2432, "val": 271, "test": 676}  # paper A
     assert bundle.classes == [
         "Faces",
@@ -528,8 +501,6 @@ def test_real_caltech101(shared_data):
     assert load_dataset("caltech101", shared_data)._parts["val"].keys == bundle._parts["val"].keys
     # The grayscale originals come out with three equal channels.
     part = bundle._parts["test"]
-    from PIL import Image
-
     gray = [i for i, path in enumerate(part.keys) if Image.open(path).mode == "L"]
     images, _ = bundle.tensors("test")
     assert gray and all(torch.equal(images[i, 0], images[i, 1]) for i in gray)
@@ -543,7 +514,8 @@ def test_real_caltech101(shared_data):
 
 @pytest.mark.realdata
 def test_real_tiny_imagenet(shared_data):
-    bundle = load_dataset("tiny-imagenet", shared_data)
+    cache = disk_cache("tiny-imagenet", shared_data)
+    bundle = load_dataset("tiny-imagenet", shared_data, cache=cache)
     assert bundle.sizes == {"train": 1800, "val": 200, "test": 500}  # paper A
     assert bundle.classes == [
         "goldfish",
@@ -562,7 +534,8 @@ def test_real_tiny_imagenet(shared_data):
 @pytest.mark.realdata
 def test_real_cifar10_image_folder(shared_data):
     """The complete CIFAR-10: paper A's 45,000 / 5,000 / 10,000, stratified."""
-    bundle = load_dataset("cifar10", shared_data)
+    # The disk cache, as the command line uses it: the 60,000 images decode once a machine.
+    bundle = load_dataset("cifar10", shared_data, cache=disk_cache("cifar10", shared_data))
     assert bundle.source.endswith("cifar10-jpg")
     assert bundle.classes == layouts.CIFAR10_CLASSES  # torchvision CIFAR10.classes order
     assert bundle.sizes == {"train": 45_000, "val": 5_000, "test": 10_000}

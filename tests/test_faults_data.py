@@ -7,6 +7,7 @@ that no traceback is printed, and that nothing is lost or quietly different.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -20,10 +21,14 @@ import pytest
 import torch
 from fixtures import layouts
 from PIL import Image
+from tqdm.auto import tqdm
 
+from hybridlib import progress
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
+from hybridlib.datasets import TinyImageNet
 from hybridlib.engine import trainer
+from hybridlib.engine.cache import DiskCache
 from hybridlib.errors import HybridError
 from hybridlib.tools import cli
 
@@ -109,7 +114,7 @@ def test_unreadable_test_image_stops_the_run_before_the_first_epoch(cifar_jpg, t
 def test_reference_dataset_path_checks_every_image(cifar_jpg):
     bad = cifar_jpg / "cifar10-jpg" / "test" / "dog" / "0002.jpg"
     corrupt(bad)
-    bundle = load_dataset("cifar10", cifar_jpg, cache=False)
+    bundle = load_dataset("cifar10", cifar_jpg)
     with pytest.raises(HybridError, match="cannot read image file") as caught:
         bundle.dataset("test")  # not only when the bad image's turn comes
     assert str(bad) in str(caught.value) and "\n" not in str(caught.value)
@@ -237,7 +242,7 @@ def test_caltech101_with_stray_files_other_names_and_no_background(tmp_path, cap
     code, out, err = run_cli(capsys, "data", "caltech101", "--data-root", root, "--num-classes", 3)
     assert code == 0, err
     assert "Traceback" not in err
-    bundle = load_dataset("caltech101", root, num_classes=3, cache=False)
+    bundle = load_dataset("caltech101", root, num_classes=3)
     all_keys_exist(bundle)
     assert bundle.classes == ["Faces", "airplanes", "car_side"]
     assert sum(bundle.sizes.values()) == 11 + 20 + 11  # Faces lost one image
@@ -263,15 +268,13 @@ def test_tiny_imagenet_with_stray_files(tmp_path):
     (images / ".DS_Store").write_bytes(b"\0")
     (images / "._n01443537_0.JPEG").write_bytes(b"\0\5\26\7")
     (images / "n01443537_0.JPEG").rename(images / "renamed.jpg")
-    bundle = load_dataset("tiny-imagenet", tmp_path, cache=False)
+    bundle = load_dataset("tiny-imagenet", tmp_path)
     all_keys_exist(bundle)
     assert sum(bundle.sizes.values()) == 50
     bundle.check()
 
 
 def test_tiny_imagenet_val_with_missing_images_is_one_line(tmp_path):
-    from hybridlib.datasets import TinyImageNet
-
     base = layouts.write_tiny_imagenet(tmp_path)
     (base / "val" / "images" / "val_3.JPEG").unlink()
     with pytest.raises(HybridError, match="1 images listed in") as caught:
@@ -304,7 +307,7 @@ def test_folder_dataset_skips_hidden_folders_and_files(tmp_path):
     (tmp_path / "pets" / ".ipynb_checkpoints").mkdir()
     (tmp_path / "pets" / "cat" / ".DS_Store").write_bytes(b"\0")
     (tmp_path / "pets" / "cat" / "Thumbs.db").write_bytes(b"\0")
-    bundle = load_dataset("folder", folder=tmp_path / "pets", cache=False)
+    bundle = load_dataset("folder", folder=tmp_path / "pets")
     assert bundle.classes == ["cat", "dog"]
     assert sum(bundle.sizes.values()) == 20
     all_keys_exist(bundle)
@@ -359,7 +362,7 @@ def test_every_image_mode_gives_the_right_rgb_pixels(tmp_path):
     for cls in ("a", "b"):
         expected.update({f"{cls}/{k}": v for k, v in _write_modes(_mkdir(tmp_path / cls)).items()})
     assert Image.open(tmp_path / "a" / "grey16-mid.png").mode == "I;16"
-    bundle = load_dataset("folder", folder=tmp_path, cache=False)
+    bundle = load_dataset("folder", folder=tmp_path)
     seen = 0
     for split in ("train", "val", "test"):
         images, _ = bundle.tensors(split)
@@ -399,7 +402,7 @@ def test_half_copied_pickle_folder_is_one_line(tmp_path, capsys):
 def test_half_copied_pickle_folder_beside_an_image_folder_uses_the_images(cifar_jpg):
     layouts.write_cifar10_batches(cifar_jpg)
     (cifar_jpg / "cifar-10-batches-py" / "test_batch").unlink()
-    bundle = load_dataset("cifar10", cifar_jpg, cache=False)
+    bundle = load_dataset("cifar10", cifar_jpg)
     assert bundle.source == str(cifar_jpg / "cifar10-jpg")
 
 
@@ -409,25 +412,23 @@ def _cache_files(folder: Path) -> list[Path]:
 
 def test_bit_flipped_cache_is_detected_and_rebuilt(cifar_jpg, tmp_path, capsys):
     cache = tmp_path / "cache"
-    fresh, _ = load_dataset("cifar10", cifar_jpg, cache=cache).tensors("train")
+    fresh, _ = load_dataset("cifar10", cifar_jpg, cache=DiskCache(cache)).tensors("train")
     (path,) = [p for p in _cache_files(cache) if "-train-" in p.name]
     payload = bytearray(path.read_bytes())
     at = payload.index(fresh[5].numpy().tobytes())  # a pixel of the stored images
     payload[at] ^= 0x10
     path.write_bytes(bytes(payload))
     capsys.readouterr()
-    images, _ = load_dataset("cifar10", cifar_jpg, cache=cache).tensors("train")
+    images, _ = load_dataset("cifar10", cifar_jpg, cache=DiskCache(cache)).tensors("train")
     err = capsys.readouterr().err
     assert torch.equal(images, fresh)  # decoded again, not the flipped byte
     assert err.count("\n") == 1 and "hybridlib: warning: cache file" in err
     assert "checksum mismatch" in err and str(path) in err
-    again, _ = load_dataset("cifar10", cifar_jpg, cache=cache).tensors("train")
+    again, _ = load_dataset("cifar10", cifar_jpg, cache=DiskCache(cache)).tensors("train")
     assert torch.equal(again, fresh) and capsys.readouterr().err == ""  # rewritten
 
 
 def test_full_disk_while_caching_costs_only_time(cifar_jpg, tmp_path, capsys, monkeypatch):
-    import errno
-
     cache = tmp_path / "cache"
     real_save = torch.save
 
@@ -437,14 +438,14 @@ def test_full_disk_while_caching_costs_only_time(cifar_jpg, tmp_path, capsys, mo
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", full_disk)
-    images, targets = load_dataset("cifar10", cifar_jpg, cache=cache).tensors("test")
+    images, targets = load_dataset("cifar10", cifar_jpg, cache=DiskCache(cache)).tensors("test")
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert "hybridlib: warning: cannot write the cache file" in err
     assert "No space left on device" in err and "decodes again" in err
     assert _cache_files(cache) == []  # no partial file left behind
     monkeypatch.setattr(torch, "save", real_save)
-    reference, _ = load_dataset("cifar10", cifar_jpg, cache=False).tensors("test")
+    reference, _ = load_dataset("cifar10", cifar_jpg).tensors("test")
     assert torch.equal(images, reference) and len(targets) == 30
 
 
@@ -486,10 +487,6 @@ def test_progress_in_a_log_is_one_line_per_stage(tmp_path):
 
 
 def test_progress_bars_stay_where_someone_watches(monkeypatch):
-    from tqdm.auto import tqdm
-
-    from hybridlib import progress
-
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     monkeypatch.setattr(progress, "interactive", lambda: True)  # a terminal or a notebook
     assert isinstance(progress.bar(range(3), desc="x", unit="image"), tqdm)

@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from hybridlib import runtime
 from hybridlib.config import RunConfig
-from hybridlib.data import load_dataset
 from hybridlib.engine import distributed, fast, rundir
+from hybridlib.engine.loading import load_bundle, rank_loader
 from hybridlib.engine.rundir import load_checkpoint, save_checkpoint
 from hybridlib.errors import HybridError
 from hybridlib.history import History
@@ -264,7 +264,8 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
     # Under torchrun: DistributedDataParallel; `model` itself is evaluated and saved.
     train_model = distributed.wrap_model(model, device)
     crop = input_crop(model, bundle.image_size)
-    train_loader = bundle.loader(
+    train_loader = rank_loader(
+        bundle,
         "train",
         distributed.per_rank_batch(config.batch_size, config.per_rank_batch),
         device=device,
@@ -275,7 +276,8 @@ def _fit(model, bundle, config, callback, stop, run_dir, resume, device) -> Hist
         shard=distributed.shard(),
         channels_last=channels_last,
     )
-    val_loader = bundle.loader(
+    val_loader = rank_loader(
+        bundle,
         "val",
         config.eval_batch_size,
         device=device,
@@ -445,20 +447,6 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     return line + f"  |  {row['time_s']:.1f} s, {row['images_per_s']:,.0f} img/s"
 
 
-def load_bundle(config: RunConfig):
-    """The data set and splits a run config trains on (the same for train, evaluate, widgets)."""
-    return load_dataset(
-        config.dataset,
-        config.data_root,
-        download=config.download,
-        seed=config.split_seed,
-        image_size=config.image_size,
-        num_classes=config.num_classes,
-        folder=config.folder,
-        limit=config.limit,
-    )
-
-
 def _build_model(config: RunConfig, num_classes: int):
     return build_model(
         config.model, num_classes, batch_norm=config.batch_norm, dropout=config.dropout
@@ -595,7 +583,8 @@ def _check_data(run_dir: Path, bundle, resume: bool) -> None:
 
 def _test_split(model, bundle, config: RunConfig, device: torch.device) -> EvalResult:
     channels_last = runtime.use_channels_last(device, config.channels_last)
-    loader = bundle.loader(
+    loader = rank_loader(
+        bundle,
         "test",
         config.eval_batch_size,
         device=device,
