@@ -1,0 +1,65 @@
+"""The study's findings text says what its tables say, and nothing else."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from hybridlib.study import findings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pairs(**changes):
+    row = {
+        "dataset": "cifar10", "a": "cnn_lstm", "b": "cnn", "n_a": 3, "n_b": 3,
+        "mean_a": 60.0, "mean_b": 62.0, "diff": -2.0, "ci_low": -3.5, "ci_high": -0.5,
+        "p_holm": 0.24, "mde": 1.9,
+    }  # fmt: skip
+    row.update(changes)
+    return pd.DataFrame([row])
+
+
+def test_a_difference_is_real_only_after_holm():
+    text = findings.findings_markdown(_pairs(p_holm=0.01))
+    assert "larger than seed noise" in text and "1 of 1 comparisons" in text
+    text = findings.findings_markdown(_pairs())
+    assert "within seed noise" in text and "0 of 1 comparisons" in text
+    assert "excludes zero" in text  # the unadjusted interval does, Holm does not
+    assert "excludes zero" not in findings.findings_markdown(_pairs(ci_low=-3.5, ci_high=0.5))
+
+
+def test_the_text_states_the_excluded_effect_sizes_and_the_mde():
+    text = findings.findings_markdown(_pairs(ci_low=-4.25, ci_high=2.75, mde=3.3))
+    assert "from -4.2 to +2.8 points open" in text or "from -4.3 to +2.8 points open" in text
+    assert "about 3.3 points or more" in text
+
+
+def test_every_number_comes_from_the_committed_tables():
+    tests = pd.read_csv(ROOT / "results" / "paper-a" / "paper_a_tests.csv")
+    recipes = pd.read_csv(ROOT / "results" / "improved-vs-paper" / "paper_a_recipes.csv")
+    text = findings.findings_markdown(tests, recipes)
+    allowed = set()
+    for frame in (tests, recipes):
+        for value in frame.select_dtypes("number").to_numpy().ravel():
+            for digits in (0, 1, 2, 3):
+                allowed.add(f"{abs(value):.{digits}f}")
+    allowed |= {str(n) for n in range(0, 13)} | {"95", "0.05"}
+    numbers = re.findall(r"(?<![\w.])\d+(?:\.\d+)?", text)
+    unexplained = [n for n in numbers if n not in allowed]
+    assert not unexplained, unexplained
+    assert f"{len(recipes)} of them" in text or "of them" in text
+
+
+def test_per_class_names_the_hardest_classes():
+    recall = {"caltech101": pd.DataFrame({"cnn": [0.9, 0.3, 1.0], "cnn_lstm": [0.8, 0.5, 0.96]},
+                                         index=["airplanes", "ant", "faces"])}  # fmt: skip
+    text = findings.findings_markdown(_pairs(), recall=recall, labels={"caltech101": "Caltech"})
+    assert "**Caltech, per class**: lowest mean recall over the models: ant (40%)" in text
+    assert "highest: faces (98%)" in text
+
+
+def test_no_pairs_no_claims():
+    assert "No comparisons" in findings.findings_markdown(_pairs().iloc[0:0])
