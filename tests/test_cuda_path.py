@@ -18,8 +18,8 @@ from hybridlib.tools.bench import run_bench
 
 
 def test_resume_reads_the_checkpoint_to_the_cpu(tmp_path):
-    """A checkpoint is read to the CPU even for a CUDA run (Adam's step counters stay
-    there); mapping it to "cuda" would fail here, on a machine without a GPU."""
+    """A checkpoint is read to the CPU, whatever the run's device (Adam's step counters
+    stay there); mapping it to "cuda" would fail here, on a machine without a GPU."""
     model = build_model("cnn", 10)
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.randn(2, 3, 32, 32)).sum().backward()
@@ -27,7 +27,7 @@ def test_resume_reads_the_checkpoint_to_the_cpu(tmp_path):
     path = tmp_path / "checkpoint.pt"
     state = {"format": CHECKPOINT_FORMAT, "epoch": 1, "optimizer": optimizer.state_dict()}
     save_checkpoint(path, state)
-    loaded = trainer._resume_state(path, torch.device("cuda"))
+    loaded = trainer._resume_state(path)
     steps = [s["step"] for s in loaded["optimizer"]["state"].values()]
     assert steps and all(step.device.type == "cpu" for step in steps)
 

@@ -18,7 +18,7 @@ import torch
 from hybridlib import metrics, runtime, train
 from hybridlib.config import RECIPES, RunConfig
 from hybridlib.data import load_dataset
-from hybridlib.engine import trainer
+from hybridlib.engine import system, trainer
 from hybridlib.errors import HybridError
 from hybridlib.models import MODEL_NAMES, build_model
 
@@ -138,9 +138,9 @@ def test_rng_state_round_trip():
     import numpy as np
 
     runtime.seed_everything(3)
-    state = runtime.get_rng_state()
+    state = system.get_rng_state()
     first = (random.random(), np.random.rand(), torch.rand(1).item())
-    runtime.set_rng_state(state)
+    system.set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 
