@@ -18,7 +18,7 @@ import torch
 from hybridlib import metrics, runtime, train
 from hybridlib.config import RECIPES, RunConfig
 from hybridlib.data import load_dataset
-from hybridlib.engine import fast, system, trainer
+from hybridlib.engine import fast, trainer
 from hybridlib.errors import HybridError
 from hybridlib.models import MODEL_NAMES, build_model
 
@@ -130,18 +130,6 @@ def test_autocast_is_off_on_cpu_unless_asked():
         assert (x @ x).dtype == torch.float32
     with runtime.autocast(torch.device("cpu"), cpu_bf16=True):
         assert (x @ x).dtype == torch.bfloat16
-
-
-def test_rng_state_round_trip():
-    import random
-
-    import numpy as np
-
-    runtime.seed_everything(3)
-    state = system.get_rng_state()
-    first = (random.random(), np.random.rand(), torch.rand(1).item())
-    system.set_rng_state(state)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 
 def test_environment_names_versions():

@@ -569,9 +569,7 @@ def peer_errors(what: str = "training", run_dir: str | None = None):
     """
     try:
         yield
-    except HybridError:
-        raise
-    except RuntimeError as error:
+    except RuntimeError as error:  # not a HybridError: that is a ValueError
         if not active() or not is_peer_error(error):
             raise
         _state["broken"] = True

@@ -1,5 +1,6 @@
 """Fast training steps: the eager step and a CUDA-graph step with the same signature.
 
+    from hybridlib import runtime
     from hybridlib.engine.fast import make_train_step
     ctx = runtime.autocast(device)      # built once: bf16 on CUDA, full precision on the CPU
     step = make_train_step(model, optimizer, device=device, ctx=ctx, mode="auto")
@@ -96,14 +97,14 @@ class EagerStep:
         model,
         optimizer,
         *,
-        ctx=None,
+        ctx,
         label_smoothing: float = 0.0,
         scheduler=None,
         reason: str | None = None,
     ):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.raw_model = model.module if isinstance(model, DistributedDataParallel) else model
-        self.ctx = ctx if ctx is not None else contextlib.nullcontext()
+        self.ctx = ctx  # the mixed-precision context (`runtime.autocast`)
         self.label_smoothing = label_smoothing
         self.reason = reason  # why this is not a graph step (None if not asked for one)
 
@@ -202,8 +203,6 @@ class GraphStep:
     def _keep_lr_tensors(self) -> None:
         """The graph reads each group's lr tensor; a scheduler that assigns a float instead
         of writing into it (PyTorch's own write in place) gets its value copied in."""
-        if not self._lr:  # not captured yet
-            return
         for group, lr in zip(self.optimizer.param_groups, self._lr, strict=True):
             if torch.is_tensor(lr) and group["lr"] is not lr:
                 lr.fill_(float(group["lr"]))
@@ -380,7 +379,7 @@ def make_train_step(
     model,
     optimizer,
     *,
-    device: torch.device | str | None = None,
+    device: torch.device | str,
     ctx=None,
     label_smoothing: float = 0.0,
     scheduler=None,
@@ -394,7 +393,7 @@ def make_train_step(
         model: a `Classifier` already on `device` (and in its memory format), or its
             `DistributedDataParallel` under torchrun.
         optimizer: its optimiser; Adam / AdamW for graph steps.
-        device: the device the batches come on (default: the model's).
+        device: the device the batches come on.
         ctx: the mixed-precision context, built once by the caller (default:
             `runtime.autocast(device)`: bf16 on CUDA, full precision elsewhere).
         label_smoothing: as `RunConfig.label_smoothing`.
@@ -408,7 +407,7 @@ def make_train_step(
     """
     if mode not in STEP_MODES:
         raise choices_error("step mode", mode, STEP_MODES)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device)
     ctx = ctx if ctx is not None else runtime.autocast(device)
     eager = EagerStep(
         model, optimizer, ctx=ctx, label_smoothing=label_smoothing, scheduler=scheduler

@@ -26,7 +26,7 @@ import shutil
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 if os.name == "nt":  # the file lock: each platform's own module
     import msvcrt
@@ -42,9 +42,7 @@ from hybridlib.engine import distributed
 from hybridlib.errors import HybridError
 from hybridlib.history import History
 from hybridlib.paths import runs_root
-
-if TYPE_CHECKING:
-    from hybridlib.train import EvalResult
+from hybridlib.train import EvalResult
 
 __all__ = [
     "CHECKPOINT_FILE",

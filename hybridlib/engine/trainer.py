@@ -92,7 +92,7 @@ def run_epoch(
     loader,
     optimizer,
     *,
-    step_fn=None,
+    step_fn,
     epoch: int = 1,
     epochs: int | None = None,
     callback: Callback | None = None,
@@ -111,10 +111,10 @@ def run_epoch(
         model: a `Classifier` on the loader's device (its DDP under torchrun).
         loader: yields (x, y) batches on that device (a `DeviceLoader`).
         optimizer: the model's optimiser (a divergence names its learning rate).
-        step_fn: a training step `step_fn(x, y) -> (loss, correct)` from
+        step_fn: the training step `step_fn(x, y) -> (loss, correct)` from
             `hybridlib.engine.fast.make_train_step`, built once per run with its
-            mixed-precision context, schedule and label smoothing (e.g. a CUDA-graph
-            step); default: an eager step under `runtime.autocast`.
+            mixed-precision context, schedule and label smoothing (eager, or a CUDA
+            graph's replay).
         epoch, epochs: for messages and the progress bar.
         callback: called with {"event": "step", ...} at every read-back.
         stop: an object with `is_set()` (e.g. `threading.Event`), checked after every
@@ -124,7 +124,6 @@ def run_epoch(
     Returns:
         An `EpochResult` (mean loss, accuracy 0..1, images, steps, seconds, stopped).
     """
-    step_fn = step_fn if step_fn is not None else fast.make_train_step(model, optimizer)
     model.train()
     device = next(model.parameters()).device
     steps = len(loader)
