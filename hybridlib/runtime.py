@@ -18,34 +18,30 @@ import contextlib
 import os
 import platform
 import random
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 
-from hybridlib.errors import HybridError, Terminated
+import hybridlib
+from hybridlib.errors import HybridError
 
 __all__ = [
     "THREADS_VAR",
-    "Terminated",
     "autocast",
     "available_cores",
     "describe_device",
     "deterministic",
     "environment",
-    "get_rng_state",
     "git_commit",
     "resolve_device",
     "seed_everything",
     "set_deterministic",
-    "set_rng_state",
     "set_threads",
-    "shielded",
     "threads_setting",
     "use_channels_last",
 ]
@@ -149,32 +145,6 @@ def set_threads(device: torch.device, threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-# ------------------------------------------------------------------ signals
-@contextlib.contextmanager
-def shielded(*, deliver: bool = True):
-    """Hold Ctrl-C and SIGTERM off while the block writes files that must be whole.
-
-    A second Ctrl-C while an interrupted run writes its summary would otherwise lose
-    that summary. With `deliver`, a signal that arrived in the block is raised after
-    it (`KeyboardInterrupt`, or `Terminated` for SIGTERM); without, it is dropped
-    (the caller is already stopping). Outside the main thread it does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    # a signal this process ignores (a background job's SIGINT) stays ignored
-    watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in watched}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if deliver and received:
-        raise Terminated if signal.SIGTERM in received else KeyboardInterrupt
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's (CPU and every CUDA device) generators."""
     random.seed(seed)
@@ -238,53 +208,6 @@ def autocast(device: torch.device, *, amp: bool = True, cpu_bf16: bool = False):
     return contextlib.nullcontext()
 
 
-# ------------------------------------------------------------------ RNG state
-def get_rng_state() -> dict[str, Any]:
-    """Every generator's state, for a checkpoint."""
-    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        # plain types and tensors only, so checkpoints load with torch.load(weights_only=True)
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `get_rng_state` returned."""
-    random.setstate(_as_python_state(state["python"]))
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["position"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        states = state["cuda"]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([s.cpu() for s in states])
-
-
-def _as_python_state(value):
-    # torch.load may hand tuples back as lists; random.setstate wants tuples.
-    if isinstance(value, list):
-        return tuple(_as_python_state(v) for v in value)
-    return value
-
-
 # ---------------------------------------------------------------- environment
 def _cpu_name() -> str:
     try:
@@ -320,10 +243,6 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
 
 def environment(device: torch.device | None = None) -> dict[str, Any]:
     """Hardware, versions and git commit, for summaries and results files."""
-    import torchvision
-
-    import hybridlib
-
     info: dict[str, Any] = {
         "device": describe_device(device) if device is not None else None,
         "cpu": _cpu_name(),

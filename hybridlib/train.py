@@ -24,7 +24,6 @@ is evaluated once, with the final weights, as paper A reports.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -163,19 +162,27 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    device: torch.device,
-    amp: bool = True,
-    cpu_bf16: bool = False,
+    device: torch.device | None = None,
+    ctx=None,
     label_smoothing: float = 0.0,
     scheduler=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch.
 
+    Args:
+        model, optimizer: a `Classifier` on the batch's device and its optimiser.
+        x, y: the batch, (B, 3, H, W) images and (B,) class indices.
+        device: where the batch is (default: `x.device`); it picks the default `ctx`.
+        ctx: the mixed-precision context, built once by the caller (default:
+            `runtime.autocast(device)`: bf16 on CUDA, full precision on the CPU).
+        label_smoothing: as `RunConfig.label_smoothing`.
+        scheduler: a per-step learning-rate schedule, stepped after the optimiser.
     Returns:
         (loss, correct): the batch's mean loss and its number of correct predictions,
         both as tensors on the device, so the step never waits for the GPU.
     """
-    with runtime.autocast(device, amp=amp, cpu_bf16=cpu_bf16):
+    ctx = ctx if ctx is not None else runtime.autocast(device or x.device)
+    with ctx:
         output = model(x)
         loss = training_loss(model, output, x, y, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
@@ -292,14 +299,12 @@ def evaluate(
     loader,
     *,
     device: torch.device,
+    ctx=None,
     num_classes: int | None = None,
     classes: list[str] | None = None,
-    amp: bool = True,
-    cpu_bf16: bool = False,
     predictions: bool = False,
     progress: bool = False,
     desc: str = "evaluate",
-    ctx=None,
 ) -> EvalResult:
     """Loss, accuracy and confusion matrix of `model` on every batch of `loader`.
 
@@ -309,24 +314,23 @@ def evaluate(
     Args:
         model: a `Classifier` on `device`.
         loader: yields (x, y) batches on `device`, in a fixed order.
+        ctx: the mixed-precision context (default: `runtime.autocast(device)`).
         num_classes: K (default: `model.num_classes`).
         classes: class names for the predictions table and the per-class report.
         predictions: also return one row per image (target, prediction, confidence).
-        ctx: the mixed-precision context (default: `runtime.autocast` with `amp`,
-            `cpu_bf16`).
+        progress, desc: a progress bar, and its label.
     Returns:
         An `EvalResult`.
     """
     was_training = model.training
     model.eval()
-    k = num_classes or model.num_classes
-    matrix = ConfusionMatrix(k, device)
+    matrix = ConfusionMatrix(num_classes or model.num_classes, device)
     loss_sum = torch.zeros((), device=device)
     rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     n = 0
-    ctx = ctx if ctx is not None else runtime.autocast(device, amp=amp, cpu_bf16=cpu_bf16)
+    ctx = ctx if ctx is not None else runtime.autocast(device)
     start = time.perf_counter()
-    for x, y in _bar(loader, desc=desc, unit="batch", progress=progress):
+    for x, y in progress_bar(loader, desc=desc, unit="batch", progress=progress):
         with ctx:
             output = model(x)
             loss = model.loss(output, x, y)
@@ -336,8 +340,7 @@ def evaluate(
         loss_sum += loss.float() * y.shape[0]
         n += y.shape[0]
         if predictions:
-            confidence = logits.softmax(dim=1).amax(dim=1)
-            rows.append((y, predicted, confidence))
+            rows.append((y, predicted, logits.softmax(dim=1).amax(dim=1)))  # confidence
     model.train(was_training)
     confusion = matrix.compute()
     seconds = time.perf_counter() - start
@@ -366,17 +369,3 @@ def _predictions_frame(rows, classes: list[str] | None) -> pd.DataFrame:
         frame["target_name"] = [classes[i] for i in frame["target"]]
         frame["prediction_name"] = [classes[i] for i in frame["prediction"]]
     return frame
-
-
-def _bar(iterable=None, *, total=None, desc: str, unit: str, progress: bool):
-    """A tqdm.auto progress bar: a widget in notebooks, a text line in terminals.
-
-    Where stderr is neither a terminal nor a notebook (CI logs, files), one line per
-    stage instead ("epoch 3/30: 2,813 steps ... done in 40.1 s"): `hybridlib.progress`.
-    """
-    return progress_bar(iterable, total=total, desc=desc, unit=unit, progress=_bars(progress))
-
-
-def _bars(progress: bool) -> bool:
-    """Progress bars on, unless switched off here or with tqdm's TQDM_DISABLE=1."""
-    return progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")

@@ -10,6 +10,7 @@ bf16 autocast, so losses agree to bf16 tolerance, not bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -20,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
+from hybridlib import runtime
 from hybridlib.config import RunConfig
 from hybridlib.engine import fast
 from hybridlib.errors import HybridError
@@ -104,7 +106,8 @@ def test_cpu_bf16_is_opt_in():
     model = build_model("cnn")
     data = batches(model, 2)
     fp32, _, _ = step_losses(copy.deepcopy(model), data)
-    bf16, _, _ = step_losses(copy.deepcopy(model), data, cpu_bf16=True)
+    ctx = runtime.autocast(torch.device("cpu"), cpu_bf16=True)
+    bf16, _, _ = step_losses(copy.deepcopy(model), data, ctx=ctx)
     assert fp32 == plain_losses(copy.deepcopy(model), data)
     assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=5e-2)
 
@@ -200,7 +203,12 @@ def test_graph_step_follows_a_scheduler_and_fp32():
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
         step = fast.make_train_step(
-            net, optimizer, device=device, amp=False, scheduler=scheduler, mode=mode
+            net,
+            optimizer,
+            device=device,
+            ctx=contextlib.nullcontext(),
+            scheduler=scheduler,
+            mode=mode,
         )
         losses = [step(x, y)[0] for x, y in data]
         return [v.item() for v in losses], net, step

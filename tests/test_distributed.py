@@ -24,6 +24,7 @@ import torch
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
 from hybridlib.engine import distributed
+from hybridlib.engine.loading import rank_loader
 from hybridlib.engine.trainer import run_training
 from hybridlib.errors import HybridError
 from hybridlib.tools import cli
@@ -33,6 +34,48 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--model", "cnn", "--dataset", "digits", "--limit", "45", "--lr", "1e-3"]
 TRAIN += ["--batch-size", "16", "--seed", "0", "--device", "cpu"]
 LAUNCH_TIMEOUT_S = 240  # the bound on every multi-process command
+
+# `python -m hybridlib ...` with a fault planted for the failure-path tests. Its first
+# argument, "RANK:STEP" or "RANK:STEP:hang", makes that rank leave with os._exit(1) at its
+# STEP-th training step (counted over all epochs), or stop responding there.
+FAULTY_HYBRIDLIB = """
+import os, sys, time
+import torch
+from hybridlib.engine import distributed
+from hybridlib.tools import cli
+
+rank, step, how = (sys.argv[1].split(":") + ["exit"])[:3]
+real_wrap_model = distributed.wrap_model
+
+
+def wrap_model(*args, **kwargs):
+    model, batches = real_wrap_model(*args, **kwargs)
+    steps = []
+
+    def fault(module, inputs):
+        if module.training and torch.is_grad_enabled():
+            steps.append(1)
+            if len(steps) == int(step):
+                if how == "hang":
+                    time.sleep(10**6)
+                os._exit(1)
+
+    if distributed.rank() == int(rank):
+        model.register_forward_pre_hook(fault)
+    return model, batches
+
+
+distributed.wrap_model = wrap_model
+sys.argv = ["hybridlib", *sys.argv[2:]]
+sys.exit(cli.main())
+"""
+
+
+def hybridlib_command(fault: str | None) -> list[str]:
+    """How to start `python -m hybridlib`, with `fault` planted (see FAULTY_HYBRIDLIB)."""
+    if fault is None:
+        return ["-m", "hybridlib"]
+    return ["-c", FAULTY_HYBRIDLIB, fault]
 
 
 def free_port() -> int:
@@ -56,13 +99,18 @@ def child_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def torchrun(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+def torchrun(
+    tmp: Path, *args: str, fault: str | None = None, **env: str
+) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node=2 -m hybridlib train ...`, bounded by LAUNCH_TIMEOUT_S."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
     # one machine: the ranks meet at 127.0.0.1 (torch's TCPStore itself still listens
     # on every interface, whatever the address; torchrun has no option to change that)
     command += ["--master_addr=127.0.0.1", "--master_port", str(free_port())]
-    command += ["-m", "hybridlib", "train", *args]
+    if fault is None:
+        command += ["-m", "hybridlib", "train", *args]
+    else:  # the planted fault's `python -c`, unbuffered as torchrun starts its ranks
+        command += ["--no-python", sys.executable, "-u", *hybridlib_command(fault), "train", *args]
     return subprocess.run(
         command,
         cwd=ROOT,
@@ -121,7 +169,7 @@ def test_rank_slices_make_the_global_batch(world):
     bundle = load_dataset("digits", limit=45)
     options = dict(augment=True, crop=24, seed=3)
     one = bundle.loader("train", 6 * world, **options)
-    ranks = [bundle.loader("train", 6, shard=(r, world), **options) for r in range(world)]
+    ranks = [rank_loader(bundle, "train", 6, shard=(r, world), **options) for r in range(world)]
     for epoch in (1, 2):
         for loader in (one, *ranks):
             loader.set_epoch(epoch)
@@ -138,14 +186,40 @@ def test_rank_slices_make_the_global_batch(world):
 
 def test_a_last_batch_smaller_than_the_ranks_is_left_out_of_training():
     bundle = load_dataset("digits", limit=45)
-    train = [bundle.loader("train", 4, shard=(r, 4), seed=0) for r in range(4)]  # 2 x 16 + 13
+    train = [rank_loader(bundle, "train", 4, shard=(r, 4), seed=0) for r in range(4)]  # 2 x 16 + 13
     assert [len(t) for t in train] == [3, 3, 3, 3]
     assert sum(t.num_samples for t in train) == 45
-    odd = [bundle.loader("train", 1, shard=(r, 4), seed=0) for r in range(4)]  # 11 x 4 + 1
+    odd = [rank_loader(bundle, "train", 1, shard=(r, 4), seed=0) for r in range(4)]  # 11 x 4 + 1
     assert [len(t) for t in odd] == [11, 11, 11, 11]
     assert sum(t.num_samples for t in odd) == 44  # 1 image for 4 ranks: left out
-    test = [bundle.loader("test", 2, shard=(r, 4)) for r in range(4)]  # evaluation: all
+    test = [rank_loader(bundle, "test", 2, shard=(r, 4)) for r in range(4)]  # evaluation: all
     assert sorted(sum((list(t.sample_indices(0).tolist()) for t in test), [])) == list(range(45))
+
+
+def test_every_rank_computes_its_share_of_the_global_batch():
+    """Each rank's gradient weight n_r * W / n, from its own batches alone, is what adding
+    up the ranks' image counts gives, in float32 (exactly 1 for equal shares)."""
+    bundle = load_dataset("digits", limit=45)
+    world, per_rank = 2, 8  # 45 images: global batches of 16, 16 and 13 (7 + 6)
+    counts, scales = [], []
+    for rank in range(world):
+        loader = rank_loader(bundle, "train", per_rank, shard=(rank, world), seed=0)
+        share = distributed._Share(world=world)
+        batches = distributed.ShareWeighted(
+            loader, share, global_batch=per_rank * world, images=bundle.sizes["train"]
+        )
+        batches.set_epoch(1)
+        steps = [(y.shape[0], share.scale) for _, y in batches]
+        counts.append([n for n, _ in steps])
+        scales.append([scale for _, scale in steps])
+    assert counts == [[8, 8, 7], [8, 8, 6]]
+    for step, total in enumerate(map(sum, zip(*counts, strict=True))):
+        for rank in range(world):
+            # the weight as an all-reduce of the counts on the device computed it
+            images = torch.tensor(float(counts[rank][step]))
+            expected = (images * world / torch.tensor(float(total))).item()
+            assert scales[rank][step] == expected
+    assert scales[0][:2] == scales[1][:2] == [1.0, 1.0]
 
 
 def test_global_batch_must_split_evenly(monkeypatch):
@@ -217,7 +291,7 @@ def test_killed_rank_fails_fast_and_the_run_resumes(tmp, data):
     out = tmp / "killed"
     start = time.monotonic()
     # rank 1 dies at its 5th step: epoch 2 (3 steps per epoch), after epoch 1's checkpoint
-    failed = torchrun(tmp, *TRAIN, "--epochs", "2", "--out", str(out), HYBRIDLIB_DIST_FAULT="1:5")
+    failed = torchrun(tmp, *TRAIN, "--epochs", "2", "--out", str(out), fault="1:5")
     assert failed.returncode != 0
     assert time.monotonic() - start < LAUNCH_TIMEOUT_S
     log = failed.stdout + failed.stderr
@@ -258,10 +332,10 @@ def test_a_dead_or_stalled_peer_gives_a_message_not_a_hang(tmp, data, fault):
             LOCAL_WORLD_SIZE="2",
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=port,
-            HYBRIDLIB_DIST_FAULT=f"1:2:{fault}",
             HYBRIDLIB_DIST_TIMEOUT="8",  # how long rank 0 waits for a stalled rank 1
         )
-        command = [sys.executable, "-m", "hybridlib", "train", *TRAIN, "--epochs", "1"]
+        command = [sys.executable, *hybridlib_command(f"1:2:{fault}"), "train", *TRAIN]
+        command += ["--epochs", "1"]
         command += ["--out", str(tmp / f"peer-{fault}")]
         ranks.append(
             subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)

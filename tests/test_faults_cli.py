@@ -207,18 +207,19 @@ def test_shielded_holds_signals_off_while_files_are_written():
     import os
     import signal
 
-    from hybridlib import runtime
+    from hybridlib.engine import system
+    from hybridlib.errors import Terminated
 
     # as in a terminal, even where the test runner was started with SIGINT ignored
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with runtime.shielded(deliver=False):
+        with system.shielded(deliver=False):
             os.kill(os.getpid(), signal.SIGINT)  # dropped: the caller is already stopping
-        with pytest.raises(KeyboardInterrupt), runtime.shielded():
+        with pytest.raises(KeyboardInterrupt), system.shielded():
             os.kill(os.getpid(), signal.SIGINT)
             written = True  # the block ran to its end before the interrupt
         assert written
-        with pytest.raises(runtime.Terminated), runtime.shielded():
+        with pytest.raises(Terminated), system.shielded():
             os.kill(os.getpid(), signal.SIGTERM)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     finally:

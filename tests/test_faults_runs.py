@@ -58,7 +58,7 @@ def finished_run(tmp_path, capsys):
 def _hold_lock(run_dir: Path) -> subprocess.Popen:
     """Another process that holds `run_dir`'s lock until it is killed."""
     script = (
-        "import sys, time; from pathlib import Path; from hybridlib import rundir; "
+        "import sys, time; from pathlib import Path; from hybridlib.engine import rundir; "
         "rundir.lock_run_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)"
     )
     holder = subprocess.Popen(

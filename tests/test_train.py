@@ -18,7 +18,7 @@ import torch
 from hybridlib import metrics, runtime, train
 from hybridlib.config import RECIPES, RunConfig
 from hybridlib.data import load_dataset
-from hybridlib.engine import trainer
+from hybridlib.engine import fast, trainer
 from hybridlib.errors import HybridError
 from hybridlib.models import MODEL_NAMES, build_model
 
@@ -132,18 +132,6 @@ def test_autocast_is_off_on_cpu_unless_asked():
         assert (x @ x).dtype == torch.bfloat16
 
 
-def test_rng_state_round_trip():
-    import random
-
-    import numpy as np
-
-    runtime.seed_everything(3)
-    state = runtime.get_rng_state()
-    first = (random.random(), np.random.rand(), torch.rand(1).item())
-    runtime.set_rng_state(state)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
-
-
 def test_environment_names_versions():
     env = runtime.environment(torch.device("cpu"))
     assert env["torch"] == torch.__version__
@@ -243,6 +231,55 @@ def test_checkpoint_contents(finished_run):
     state = trainer.load_checkpoint(finished_run / "checkpoint.pt")
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert {"model", "optimizer", "rng", "config"} <= set(state)
+
+
+def test_the_checkpoint_rebuilds_its_model(finished_run):
+    state = trainer.load_checkpoint(finished_run / "checkpoint.pt")
+    args = {"name": "cnn", "num_classes": 10, "batch_norm": False, "dropout": 0.0}
+    assert state["model_args"] == args
+    model, config = trainer.load_run_model(finished_run)
+    assert model.num_classes == 10 and not model.training and config.model == "cnn"
+
+
+def test_an_older_checkpoint_takes_its_classes_from_the_runs_records(finished_run, tmp_path):
+    """A checkpoint from before `model_args`: the number of classes comes from the run's
+    summary.json, splits.json or config.json, never from the names of the weights."""
+    run_dir = tmp_path / "older"
+    run_dir.mkdir()
+    for name in ("config.json", "summary.json", "splits.json"):
+        (run_dir / name).write_bytes((finished_run / name).read_bytes())
+    state = trainer.load_checkpoint(finished_run / "checkpoint.pt")
+    del state["model_args"]
+    torch.save(state, run_dir / "checkpoint.pt")
+    assert trainer.load_run_model(run_dir)[0].num_classes == 10  # summary.json
+    (run_dir / "summary.json").unlink()
+    assert trainer.load_run_model(run_dir)[0].num_classes == 10  # splits.json
+    (run_dir / "splits.json").unlink()
+    with pytest.raises(HybridError, match="cannot tell how many classes its model has"):
+        trainer.load_run_model(run_dir)
+    config = RunConfig.from_json(run_dir / "config.json")
+    config.replace(num_classes=10).to_json(run_dir / "config.json")
+    assert trainer.load_run_model(run_dir)[0].num_classes == 10  # config.json
+
+
+def test_the_notebooks_train_step_is_the_engines_eager_step():
+    """`train_step(model, optimizer, x, y, device=dev)`, as the notebooks call it, and the
+    engine's default step give the same losses, counts and weights."""
+    torch.manual_seed(0)
+    models = [build_model("cnn_lstm", dropout=0.3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
+    engine_step = fast.make_train_step(models[1], optimizers[1], device="cpu")
+    device = torch.device("cpu")
+    for seed in range(3):
+        x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+        torch.manual_seed(seed)  # the same dropout draws on both sides
+        core = train.train_step(models[0], optimizers[0], x, y, device=device)
+        torch.manual_seed(seed)
+        engine = engine_step(x, y)
+        assert all(torch.equal(a, b) for a, b in zip(core, engine, strict=True))
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_evaluate_run_matches_summary(finished_run):

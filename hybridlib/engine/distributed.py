@@ -13,8 +13,9 @@ rank on `cuda:LOCAL_RANK`; Gloo on the CPU. Then the training code
   ranks draw the same permutation, flips and crops from (seed, epoch), exactly as one
   process would, and rank r takes its slice of each global batch;
 - wraps the model in `DistributedDataParallel` (`wrap_model`); its gradient all-reduce
-  weights each rank by its share of the global batch, so every step equals one process's
-  step on the whole global batch (batch norm becomes `SyncBatchNorm` on CUDA);
+  weights each rank by its share of the global batch, which every rank computes itself
+  (`ShareWeighted`), so every step equals one process's step on the whole global batch
+  (batch norm becomes `SyncBatchNorm` on CUDA);
 - sums the training metrics, the evaluation loss and the confusion matrix over the ranks
   (`reduce_epoch`, `reduce_eval`), so evaluation counts every image exactly once;
 - lets only rank 0 (`is_main()`) write the run directory, checkpoints and summary and draw
@@ -37,11 +38,11 @@ import datetime
 import math
 import os
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -51,7 +52,7 @@ from hybridlib import runtime
 from hybridlib.errors import HybridError
 
 __all__ = [
-    "DistributedClassifier",
+    "ShareWeighted",
     "active",
     "barrier",
     "broadcast_object",
@@ -80,10 +81,6 @@ __all__ = [
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 TIMEOUT_VAR = "HYBRIDLIB_DIST_TIMEOUT"  # seconds a rank waits for the others
 DEFAULT_TIMEOUT_S = 600  # as NCCL's default; long enough for a first decode of the data
-# "RANK:STEP": that rank leaves with os._exit(1) at its STEP-th training step (counted
-# over all epochs), or with "RANK:STEP:hang" stops responding there; for tests of the
-# failure path.
-FAULT_VAR = "HYBRIDLIB_DIST_FAULT"
 
 # Whether this module started the process group, and whether a peer has failed (then an
 # NCCL group is left alone at exit: tearing it down after a failure can block).
@@ -317,7 +314,7 @@ class _Share:
     """This step's weight of this rank's gradient: its images x ranks / global images."""
 
     world: int
-    scale: torch.Tensor | None = None
+    scale: float = 1.0
 
 
 def _weighted_mean(share: _Share, bucket):  # -> Future[Tensor]; DDP checks the annotation
@@ -325,80 +322,81 @@ def _weighted_mean(share: _Share, bucket):  # -> Future[Tensor]; DDP checks the 
     # before DDP's usual divide-by-W makes the sum the mean over the global batch, also
     # when the last batch of an epoch splits unevenly (equal shares: a factor of exactly 1).
     tensor = bucket.buffer()
-    if share.scale is not None:
-        tensor.mul_(share.scale)
+    tensor.mul_(share.scale)
     tensor.div_(share.world)
     work = dist.all_reduce(tensor, async_op=True)
     return work.get_future().then(lambda future: future.value()[0])
 
 
-class DistributedClassifier(DistributedDataParallel):
-    """`DistributedDataParallel` that still answers `loss`, `logits`, `input_size`, ...
+class ShareWeighted:
+    """A rank's training batches; each first sets that rank's weight in DDP's gradient mean.
 
-    The training step calls `model.loss(...)` and `model.logits(...)`; every attribute
-    DDP does not have comes from the wrapped `Classifier` (`.module`).
+    Every rank knows the global batch of each step without asking the others: the
+    ranks take consecutive global batches of `global_batch` images from the split's
+    order, the last one what is left of the split. Its own part is the batch it
+    yields, so the weight n_r * W / n is computed on the host, with no collective and
+    no copy to the GPU.
+
+    Args:
+        loader: this rank's training batches (its slice of every global batch).
+        share: the gradient hook's state, written before every batch.
+        global_batch: images per step over all ranks.
+        images: images in the training split.
     """
 
-    def __init__(self, module: nn.Module, *args, **kwargs):
-        super().__init__(module, *args, **kwargs)
-        self._share = _Share(world=dist.get_world_size())
-        self._steps = 0
-        self._fault = _fault()
-        self.register_comm_hook(self._share, _weighted_mean)
+    def __init__(self, loader, share: _Share, *, global_batch: int, images: int):
+        self.loader, self.share = loader, share
+        self.global_batch, self.images = global_batch, images
 
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "module":
-                raise
-            return getattr(self.module, name)
+    def __len__(self) -> int:
+        return len(self.loader)
 
-    def forward(self, *inputs, **kwargs):
-        if self.training and torch.is_grad_enabled():
-            self._steps += 1
-            if self._fault is not None and self._steps == self._fault[0]:
-                if self._fault[1] == "hang":  # the failure-path tests: a stalled rank ...
-                    time.sleep(10**6)
-                os._exit(1)  # ... or one that dies mid-epoch
-            images = torch.tensor(float(inputs[0].shape[0]), device=inputs[0].device)
-            total = images.clone()
-            dist.all_reduce(total)  # the global batch: all ranks' images of this step
-            self._share.scale = images * self._share.world / total
-        return super().forward(*inputs, **kwargs)
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
 
-
-def _fault() -> tuple[int, str] | None:
-    """(step, "exit" or "hang") from $HYBRIDLIB_DIST_FAULT for this rank, or None."""
-    parts = os.environ.get(FAULT_VAR, "").split(":")
-    if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) != rank():
-        return None
-    return int(parts[1]), parts[2] if len(parts) > 2 else "exit"
+    def __iter__(self):
+        world = self.share.world
+        for step, (x, y) in enumerate(self.loader):
+            total = min(self.global_batch, self.images - step * self.global_batch)
+            # in float32, as the gradients it scales: exactly 1 for equal shares
+            self.share.scale = float(np.float32(y.shape[0] * world) / np.float32(total))
+            yield x, y
 
 
 def _has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model to train under torchrun: a `DistributedClassifier`; `model` itself alone.
+def wrap_model(model: nn.Module, device: torch.device, loader, *, global_batch: int, images: int):
+    """The model to train and its training batches: DDP under torchrun, as they are alone.
 
-    On CUDA, batch norm layers become `SyncBatchNorm` first (in place, keeping the
-    parameters), so their batch statistics are those of the global batch, as in one
-    process. On the CPU (Gloo) `SyncBatchNorm` is not available: each rank normalises
-    with its own images' statistics, and rank 0's running statistics are copied to the
-    others before every forward pass (DDP's `broadcast_buffers`).
+    Under torchrun the model becomes `DistributedDataParallel`, whose gradient
+    all-reduce weights each rank by its share of the global batch (`ShareWeighted`
+    sets the share, batch by batch), so every step is one process's step on the whole
+    global batch. On CUDA, batch norm layers become `SyncBatchNorm` first (in place,
+    keeping the parameters), so their batch statistics are those of the global batch,
+    as in one process. On the CPU (Gloo) `SyncBatchNorm` is not available: each rank
+    normalises with its own images' statistics, and rank 0's running statistics are
+    copied to the others before every forward pass (DDP's `broadcast_buffers`).
+    Evaluate and save the classifier itself (`model.module` under torchrun).
 
     Args:
         model: a `Classifier`, already on `device`.
         device: this rank's device (from `setup`).
+        loader: this rank's training batches.
+        global_batch, images: images per step over all ranks, and in the training split.
+    Returns:
+        (the model to train, the batches to train on).
     """
     if not active():
-        return model
+        return model, loader
     if device.type == "cuda" and _has_batch_norm(model):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedClassifier(model, device_ids=device_ids)  # buffers: rank 0's, each step
+    ddp = DistributedDataParallel(model, device_ids=device_ids)  # buffers: rank 0's, each step
+    share = _Share(world=world_size())
+    ddp.register_comm_hook(share, _weighted_mean)
+    return ddp, ShareWeighted(loader, share, global_batch=global_batch, images=images)
 
 
 def sync_buffers(model: nn.Module) -> None:
@@ -472,8 +470,6 @@ def reduce_eval(result, loader):
         predictions["index"] = loader.sample_indices().cpu().numpy()
         parts = gather_object(predictions)
         if parts is not None:
-            import pandas as pd
-
             merged = pd.concat(parts).sort_values("index", kind="stable")
             predictions = merged.reset_index(drop=True)
         else:
@@ -573,9 +569,7 @@ def peer_errors(what: str = "training", run_dir: str | None = None):
     """
     try:
         yield
-    except HybridError:
-        raise
-    except RuntimeError as error:
+    except RuntimeError as error:  # not a HybridError: that is a ValueError
         if not active() or not is_peer_error(error):
             raise
         _state["broken"] = True

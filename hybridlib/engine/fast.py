@@ -1,7 +1,9 @@
 """Fast training steps: the eager step and a CUDA-graph step with the same signature.
 
+    from hybridlib import runtime
     from hybridlib.engine.fast import make_train_step
-    step = make_train_step(model, optimizer, device=device, mode="auto")
+    ctx = runtime.autocast(device)      # built once: bf16 on CUDA, full precision on the CPU
+    step = make_train_step(model, optimizer, device=device, ctx=ctx, mode="auto")
     for x, y in loader:                 # a DeviceLoader: batches already on the device
         loss, correct = step(x, y)      # tensors on the device; nothing waits for the GPU
 
@@ -22,11 +24,12 @@
 On the CPU the fast settings are data-side and layout-side, not in the step:
 in-memory batches (`DataBundle.loader`), one intra-op thread per available core
 (`runtime.set_threads`), no DataLoader workers, and bf16 autocast only as an opt-in
-(`cpu_bf16=True`), since it changes the numerics. Channels-last (NHWC) layout,
-`RunConfig(channels_last=True)`, made every conv model's training step 1.1-1.35x and
-its evaluation 1.4-2x faster on a 2-core Xeon (oneDNN's NHWC kernels); it sums in
-another order, so the fp32 results differ from NCHW's in the last bits. Adam's
-multi-tensor "foreach" update is bit-identical on the CPU but was no faster there.
+(`runtime.autocast(device, cpu_bf16=True)`), since it changes the numerics.
+Channels-last (NHWC) layout, `RunConfig(channels_last=True)`, made every conv model's
+training step 1.1-1.35x and its evaluation 1.4-2x faster on a 2-core Xeon (oneDNN's
+NHWC kernels); it sums in another order, so the fp32 results differ from NCHW's in the
+last bits. Adam's multi-tensor "foreach" update is bit-identical on the CPU but was no
+faster there.
 
 Several runs at once: `map_in_processes(function, items, jobs=N)` runs independent
 runs in N worker processes (they share one GPU, or split the CPU cores between
@@ -48,10 +51,12 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from hybridlib import runtime
 from hybridlib.config import STEP_MODES
-from hybridlib.errors import HybridError, choices_error
+from hybridlib.errors import HybridError, Terminated, choices_error
+from hybridlib.train import training_loss
 
 __all__ = [
     "STEP_MODES",
@@ -76,9 +81,13 @@ def _say(message: str) -> None:
 class EagerStep:
     """One optimiser step per call, op by op: `step(x, y) -> (loss, correct)`.
 
-    The same code as `hybridlib.train.train_step`, so the same numbers. Both results
-    are tensors on the device (the batch's mean loss and its count of correct
-    predictions); reading them is left to the caller, every few steps.
+    The arithmetic of `hybridlib.train.train_step` (a test checks that the numbers are
+    the same). Both results are tensors on the device (the batch's mean loss and its
+    count of correct predictions); reading them is left to the caller, every few steps.
+
+    Under torchrun `model` is `DistributedDataParallel`: the forward pass runs through
+    it (so its backward pass all-reduces the gradients), the loss and the logits come
+    from the classifier inside, unwrapped once here (`raw_model`).
     """
 
     mode = "eager"
@@ -88,32 +97,36 @@ class EagerStep:
         model,
         optimizer,
         *,
-        device: torch.device,
-        amp: bool = True,
-        cpu_bf16: bool = False,
+        ctx,
         label_smoothing: float = 0.0,
         scheduler=None,
         reason: str | None = None,
     ):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.device, self.amp, self.cpu_bf16 = torch.device(device), amp, cpu_bf16
+        self.raw_model = model.module if isinstance(model, DistributedDataParallel) else model
+        self.ctx = ctx  # the mixed-precision context (`runtime.autocast`)
         self.label_smoothing = label_smoothing
         self.reason = reason  # why this is not a graph step (None if not asked for one)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from hybridlib.train import train_step  # train imports this module
+        output, loss = self.forward(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach(), self.correct(output, y)
 
-        return train_step(
-            self.model,
-            self.optimizer,
-            x,
-            y,
-            device=self.device,
-            amp=self.amp,
-            cpu_bf16=self.cpu_bf16,
-            label_smoothing=self.label_smoothing,
-            scheduler=self.scheduler,
-        )
+    def forward(self, x: torch.Tensor, y: torch.Tensor, ctx=None):
+        """(output, loss) of the batch, under `ctx` (default: the step's own context)."""
+        with ctx if ctx is not None else self.ctx:
+            output = self.model(x)
+            loss = training_loss(self.raw_model, output, x, y, self.label_smoothing)
+        return output, loss
+
+    def correct(self, output, y: torch.Tensor) -> torch.Tensor:
+        """How many of the batch's predictions are right, as a tensor on the device."""
+        return (self.raw_model.logits(output).argmax(dim=1) == y).sum()
 
 
 # ---------------------------------------------------------------------------
@@ -136,30 +149,17 @@ class GraphStep:
     gets an eager step on the same weights and optimiser. If capture fails, the
     weights and the optimiser are restored, `reason` says why, and every later call
     is eager.
+
+    Args:
+        eager: the `EagerStep` to capture (its model, optimiser, schedule, context).
+        device: the CUDA device to capture on.
+        warmup: eager warm-up steps before capture (undone afterwards).
     """
 
-    def __init__(
-        self,
-        model,
-        optimizer,
-        *,
-        device: torch.device,
-        amp: bool = True,
-        label_smoothing: float = 0.0,
-        scheduler=None,
-        warmup: int = 3,
-    ):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.device, self.amp, self.warmup = torch.device(device), amp, max(1, warmup)
-        self.label_smoothing = label_smoothing
-        self.eager = EagerStep(
-            model,
-            optimizer,
-            device=device,
-            amp=amp,
-            label_smoothing=label_smoothing,
-            scheduler=scheduler,
-        )
+    def __init__(self, eager: EagerStep, *, device: torch.device, warmup: int = 3):
+        self.eager = eager
+        self.model, self.optimizer, self.scheduler = eager.model, eager.optimizer, eager.scheduler
+        self.device, self.warmup = torch.device(device), max(1, warmup)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.reason: str | None = None  # set when capture failed: every step is eager
         self._lr: list = []  # each param group's lr as the graph reads it
@@ -175,12 +175,7 @@ class GraphStep:
         if self.graph is None:
             return self._eager(x, y)
         if x.shape != self.static_x.shape or y.shape != self.static_y.shape:
-            if not self._told_shape:
-                _say(
-                    f"graph step: a batch of {x.shape[0]} images, not the captured "
-                    f"{self.static_x.shape[0]}, takes an eager step (the epoch's last batch)"
-                )
-                self._told_shape = True
+            self._tell_shape(x)
             return self._eager(x, y)
         self.static_x.copy_(x)  # same device: an asynchronous copy, no host sync
         self.static_y.copy_(y)
@@ -189,6 +184,14 @@ class GraphStep:
             self.scheduler.step()
             self._keep_lr_tensors()
         return self.static_loss.clone(), self.static_correct.clone()
+
+    def _tell_shape(self, x: torch.Tensor) -> None:
+        if not self._told_shape:
+            _say(
+                f"graph step: a batch of {x.shape[0]} images, not the captured "
+                f"{self.static_x.shape[0]}, takes an eager step (the epoch's last batch)"
+            )
+            self._told_shape = True
 
     def _eager(self, x, y):
         with warnings.catch_warnings():  # "capturable=True ... running without capture"
@@ -200,8 +203,6 @@ class GraphStep:
     def _keep_lr_tensors(self) -> None:
         """The graph reads each group's lr tensor; a scheduler that assigns a float instead
         of writing into it (PyTorch's own write in place) gets its value copied in."""
-        if not self._lr:  # not captured yet
-            return
         for group, lr in zip(self.optimizer.param_groups, self._lr, strict=True):
             if torch.is_tensor(lr) and group["lr"] is not lr:
                 lr.fill_(float(group["lr"]))
@@ -209,19 +210,13 @@ class GraphStep:
 
     def _step_body(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss, backward, optimiser step on the static buffers (no host sync)."""
-        from hybridlib.train import training_loss
-
-        # Autocast's weight-cast cache must be off while capturing (PyTorch's CUDA
-        # graph notes); bf16 needs no gradient scaler.
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
-            output = self.model(self.static_x)
-            loss = training_loss(
-                self.model, output, self.static_x, self.static_y, self.label_smoothing
-            )
+        # bf16 needs no gradient scaler
+        output, loss = self.eager.forward(
+            self.static_x, self.static_y, _without_weight_cache(self.eager.ctx)
+        )
         loss.backward()
         self.optimizer.step()
-        correct = (self.model.logits(output).argmax(dim=1) == self.static_y).sum()
-        return loss.detach(), correct
+        return loss.detach(), self.eager.correct(output, self.static_y)
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
         _make_capturable(self.optimizer, self.device, tensor_lr=self.scheduler is not None)
@@ -229,41 +224,63 @@ class GraphStep:
         snapshot = _Snapshot(self.model, self.optimizer)
         try:
             with torch.cuda.device(self.device):  # --device cuda:1 captures on cuda:1
-                self.static_x = x.clone()  # keeps x's memory format (channels-last on CUDA)
-                self.static_y = y.clone()
-                side = torch.cuda.Stream(self.device)
-                side.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(side), warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*capturable.*")
-                    for i in range(self.warmup):
-                        self.optimizer.zero_grad(set_to_none=True)
-                        # A host sync cannot be captured: find one in the first warm-up
-                        # step, where it raises with its real cause, not during capture.
-                        with _sync_is_an_error(i == 0):
-                            self._step_body()
-                torch.cuda.current_stream(self.device).wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                # Gradients are allocated inside the capture, from the graph's memory
-                # pool, and written afresh by every replay.
-                self.optimizer.zero_grad(set_to_none=True)
-                with torch.cuda.graph(graph, stream=side):
-                    self.static_loss, self.static_correct = self._step_body()
+                self.graph = self._record(x, y)
             snapshot.restore()
-            self.graph = graph
         except HybridError:  # a wrong input shape etc.: the user's to fix
+            self.graph = None
             snapshot.restore()
             raise
         except Exception as error:  # noqa: BLE001 - any capture failure means: go eager
-            with contextlib.suppress(Exception):
-                torch.cuda.synchronize(self.device)
-            with contextlib.suppress(Exception):  # a failed capture_end can leave it set
-                torch.cuda.set_stream(torch.cuda.default_stream(self.device))
-            snapshot.restore()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.graph = None
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            self.reason = f"CUDA graph capture failed ({type(error).__name__}: {first_line})"
-            _say(f"{self.reason}; training with the eager step instead")
+            self._give_up(error, snapshot)
+
+    def _record(self, x: torch.Tensor, y: torch.Tensor) -> torch.cuda.CUDAGraph:
+        """Warm up on a side stream, then record one step into a new graph."""
+        self.static_x = x.clone()  # keeps x's memory format (channels-last on CUDA)
+        self.static_y = y.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*capturable.*")
+            for i in range(self.warmup):
+                self.optimizer.zero_grad(set_to_none=True)
+                # A host sync cannot be captured: find one in the first warm-up
+                # step, where it raises with its real cause, not during capture.
+                with _sync_is_an_error(i == 0):
+                    self._step_body()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # Gradients are allocated inside the capture, from the graph's memory
+        # pool, and written afresh by every replay.
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph, stream=side):
+            self.static_loss, self.static_correct = self._step_body()
+        return graph
+
+    def _give_up(self, error: Exception, snapshot: _Snapshot) -> None:
+        """After a failed capture: the weights as before, and every step eager from now on."""
+        with contextlib.suppress(Exception):
+            torch.cuda.synchronize(self.device)
+        with contextlib.suppress(Exception):  # a failed capture_end can leave it set
+            torch.cuda.set_stream(torch.cuda.default_stream(self.device))
+        snapshot.restore()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        self.reason = f"CUDA graph capture failed ({type(error).__name__}: {first_line})"
+        _say(f"{self.reason}; training with the eager step instead")
+
+
+@contextlib.contextmanager
+def _without_weight_cache(ctx):
+    """`ctx` with autocast's weight-cast cache off: it must be off while capturing
+    (PyTorch's CUDA graph notes); a cast is then made afresh at every use, same bits."""
+    with ctx:
+        before = torch.is_autocast_cache_enabled()
+        torch.set_autocast_cache_enabled(False)
+        try:
+            yield
+        finally:
+            torch.set_autocast_cache_enabled(before)
 
 
 @contextlib.contextmanager
@@ -363,8 +380,7 @@ def make_train_step(
     optimizer,
     *,
     device: torch.device | str,
-    amp: bool = True,
-    cpu_bf16: bool = False,
+    ctx=None,
     label_smoothing: float = 0.0,
     scheduler=None,
     mode: str = "eager",
@@ -374,10 +390,12 @@ def make_train_step(
     """A training step `step(x, y) -> (loss, correct)` for `model` and `optimizer`.
 
     Args:
-        model: a `Classifier` already on `device` (and in its memory format).
+        model: a `Classifier` already on `device` (and in its memory format), or its
+            `DistributedDataParallel` under torchrun.
         optimizer: its optimiser; Adam / AdamW for graph steps.
         device: the device the batches come on.
-        amp: bf16 autocast on CUDA. cpu_bf16: bf16 autocast on the CPU (opt-in).
+        ctx: the mixed-precision context, built once by the caller (default:
+            `runtime.autocast(device)`: bf16 on CUDA, full precision elsewhere).
         label_smoothing: as `RunConfig.label_smoothing`.
         scheduler: a per-step learning-rate scheduler, stepped after every step.
         mode: "eager", "graph" or "auto" (graph on CUDA, eager elsewhere).
@@ -390,39 +408,31 @@ def make_train_step(
     if mode not in STEP_MODES:
         raise choices_error("step mode", mode, STEP_MODES)
     device = torch.device(device)
+    ctx = ctx if ctx is not None else runtime.autocast(device)
+    eager = EagerStep(
+        model, optimizer, ctx=ctx, label_smoothing=label_smoothing, scheduler=scheduler
+    )
     if mode == "auto":
         mode = "graph" if device.type == "cuda" else "eager"
-    reason = None
     if mode == "graph":
-        if device.type != "cuda" or not torch.cuda.is_available():
-            reason = f"graph steps need a CUDA device, this run is on {device.type}"
-        elif not isinstance(optimizer, GRAPH_OPTIMIZERS):
-            reason = f"graph steps need Adam or AdamW, the optimiser is {type(optimizer).__name__}"
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            reason = "graph steps are not used under torchrun (DDP's gradient all-reduce)"
-        if reason is None:
-            return GraphStep(
-                model,
-                optimizer,
-                device=device,
-                amp=amp,
-                label_smoothing=label_smoothing,
-                scheduler=scheduler,
-                warmup=warmup,
-            )
+        eager.reason = _why_not_graph(model, optimizer, device)
+        if eager.reason is None:
+            return GraphStep(eager, device=device, warmup=warmup)
         if not quiet:
-            _say(f"{reason}; using the eager step")
+            _say(f"{eager.reason}; using the eager step")
     _make_uncapturable(optimizer)  # e.g. resuming a graph run's checkpoint eagerly
-    return EagerStep(
-        model,
-        optimizer,
-        device=device,
-        amp=amp,
-        cpu_bf16=cpu_bf16,
-        label_smoothing=label_smoothing,
-        scheduler=scheduler,
-        reason=reason,
-    )
+    return eager
+
+
+def _why_not_graph(model, optimizer, device: torch.device) -> str | None:
+    """Why a graph step cannot run here, or None when it can."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return f"graph steps need a CUDA device, this run is on {device.type}"
+    if not isinstance(optimizer, GRAPH_OPTIMIZERS):
+        return f"graph steps need Adam or AdamW, the optimiser is {type(optimizer).__name__}"
+    if isinstance(model, DistributedDataParallel):
+        return "graph steps are not used under torchrun (DDP's gradient all-reduce)"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -438,7 +448,7 @@ def _worker_init(cores: multiprocessing.Queue, threads: int) -> None:
     share = cores.get()
     if share and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, share)  # runtime.available_cores() then sees only these
-    os.environ["HYBRIDLIB_THREADS"] = str(threads)  # what runtime.set_threads will use
+    os.environ[runtime.THREADS_VAR] = str(threads)  # what runtime.set_threads will use
     torch.set_num_threads(threads)
 
 
@@ -461,7 +471,7 @@ def map_in_processes(
         jobs: worker processes (1: run here, one after another).
     Returns:
         The results in the order of `items`; the first exception is re-raised.
-        SIGTERM to this process interrupts the workers too (`runtime.Terminated` here).
+        SIGTERM to this process interrupts the workers too (`Terminated` here).
     """
     items = list(items)
     if jobs <= 1 or len(items) <= 1:
@@ -524,7 +534,7 @@ def _interrupt_workers_on_sigterm(pool: ProcessPoolExecutor):
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGINT)
-        raise runtime.Terminated  # a KeyboardInterrupt; the command exits 143
+        raise Terminated  # a KeyboardInterrupt; the command exits 143
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

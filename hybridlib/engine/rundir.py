@@ -26,7 +26,12 @@ import shutil
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+if os.name == "nt":  # the file lock: each platform's own module
+    import msvcrt
+else:
+    import fcntl
 
 import pandas as pd
 import torch
@@ -37,9 +42,7 @@ from hybridlib.engine import distributed
 from hybridlib.errors import HybridError
 from hybridlib.history import History
 from hybridlib.paths import runs_root
-
-if TYPE_CHECKING:
-    from hybridlib.train import EvalResult
+from hybridlib.train import EvalResult
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -185,12 +188,8 @@ def unlock_run_dir(run_dir: Path) -> None:
 def _try_lock(handle) -> bool:
     try:
         if os.name == "nt":
-            import msvcrt  # Windows only
-
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         else:
-            import fcntl  # POSIX only
-
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return False
@@ -228,38 +227,47 @@ def prepare_run_dir(
         (the run directory, the config the run continues or starts with)
     """
     if resume:
-        if not config.out:
-            raise HybridError("--resume needs --out RUN_DIR: the run directory to continue")
-        run_dir = Path(config.out).expanduser().resolve()
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise HybridError(
-                f"nothing to resume in {run_dir}: it has no {CONFIG_FILE}; "
-                "start a new run without --resume"
-            )
-        saved = RunConfig.from_json(run_dir / CONFIG_FILE)  # refuses a foreign file first
-        lock_run_dir(run_dir)
-        # The saved settings define the run; where and how visibly it runs may change.
-        runtime_changes = {name: getattr(config, name) for name in RUNTIME_FIELDS}
-        if runtime_changes["data_root"] is None:
-            runtime_changes["data_root"] = saved.data_root
-        allowed = _resume_changes(run_dir, saved, changes or {})
-        config = saved.replace(**{**runtime_changes, **allowed, "out": str(run_dir)})
+        run_dir, config = _resumed_dir(config, changes or {})
     else:
-        run_dir = Path(config.out).expanduser().resolve() if config.out else new_run_dir(config)
-        _make_dir(run_dir)
-        lock_run_dir(run_dir)
-        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / SUMMARY_FILE).exists():
-            unlock_run_dir(run_dir)
-            raise HybridError(
-                f"{run_dir} already holds a run; pass --resume to continue it, "
-                "or choose another --out"
-            )
-        config = config.replace(out=str(run_dir))
+        run_dir, config = _new_dir(config)
     stale = run_dir / (CHECKPOINT_FILE + ".tmp")  # left by a process killed mid-save
     if stale.exists():
         stale.unlink()
     write_text_atomic(run_dir / CONFIG_FILE, config.to_json())
     return run_dir, config
+
+
+def _resumed_dir(config: RunConfig, changes: dict[str, Any]) -> tuple[Path, RunConfig]:
+    """The run directory to continue, locked, and its saved config with the allowed changes."""
+    if not config.out:
+        raise HybridError("--resume needs --out RUN_DIR: the run directory to continue")
+    run_dir = Path(config.out).expanduser().resolve()
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise HybridError(
+            f"nothing to resume in {run_dir}: it has no {CONFIG_FILE}; "
+            "start a new run without --resume"
+        )
+    saved = RunConfig.from_json(run_dir / CONFIG_FILE)  # refuses a foreign file first
+    lock_run_dir(run_dir)
+    # The saved settings define the run; where and how visibly it runs may change.
+    runtime_changes = {name: getattr(config, name) for name in RUNTIME_FIELDS}
+    if runtime_changes["data_root"] is None:
+        runtime_changes["data_root"] = saved.data_root
+    allowed = _resume_changes(run_dir, saved, changes)
+    return run_dir, saved.replace(**{**runtime_changes, **allowed, "out": str(run_dir)})
+
+
+def _new_dir(config: RunConfig) -> tuple[Path, RunConfig]:
+    """A new run directory (`--out`, or a fresh name), made and locked, holding no run yet."""
+    run_dir = Path(config.out).expanduser().resolve() if config.out else new_run_dir(config)
+    _make_dir(run_dir)
+    lock_run_dir(run_dir)
+    if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / SUMMARY_FILE).exists():
+        unlock_run_dir(run_dir)
+        raise HybridError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    return run_dir, config.replace(out=str(run_dir))
 
 
 def remove_unstarted(run_dir: Path) -> None:
@@ -391,46 +399,30 @@ def write_summary(
     message: str | None = None,
     wall_time_s: float | None = None,
 ) -> None:
+    """Write `summary.json`: how the run ended, its numbers, and what made them.
+
+    Args:
+        status: "complete", "stopped", "interrupted" or "diverged".
+        history: the finished epochs (default: those in metrics.csv, after an exception).
+        test: the test split's result, for a complete run.
+        message: why the run ended early (a divergence's message).
+        wall_time_s: seconds from start to end, resumed epochs included.
+    """
     if not distributed.is_main():  # rank 0 writes for all
         return
     if history is None:  # after an exception: the epochs saved so far
         metrics = run_dir / METRICS_FILE
         history = History.from_frame(pd.read_csv(metrics)) if metrics.is_file() else History()
-    frame = history.to_frame()
-    last = history.last or {}
-    validated = history.last_validated() or {}
-    train_time = float(frame["time_s"].sum()) if len(frame) else 0.0
-    # images per second over all epochs: total images / total training seconds
-    seconds = (bundle.sizes["train"] / frame["images_per_s"]).sum() if len(frame) else 0.0
     env = runtime.environment(device)
     summary = {
         "status": status,
         "message": message,
-        "model": config.model,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "recipe": config.recipe,
-        "epochs": config.epochs,
-        "epochs_done": len(history),
-        "stopped_at": list(history.stopped_at) if history.stopped_at else None,
-        "batch_size": config.batch_size,
-        "ranks": distributed.world_size(),
-        "global_batch_size": config.batch_size
-        * (distributed.world_size() if config.per_rank_batch else 1),
-        "lr": config.lr,
-        "train_loss": last.get("train_loss"),
-        "train_acc": last.get("train_acc"),
-        "val_loss": validated.get("val_loss"),
-        "val_acc": validated.get("val_acc"),
-        "test_loss": test.loss if test else None,
-        "test_acc": test.accuracy if test else None,
-        "test_size": test.num_samples if test else None,
+        **_settings(config, history),
+        **_scores(history, test),
         "sizes": bundle.sizes,
         "classes": list(bundle.classes),
         "num_params": sum(p.numel() for p in model.parameters()),
-        "train_time_s": train_time,
-        "wall_time_s": wall_time_s,
-        "images_per_s": len(frame) * bundle.sizes["train"] / seconds if seconds else None,
+        **_timings(history, bundle.sizes["train"], wall_time_s),
         "device": env["device"],
         "hardware": env,
         "torch": env["torch"],
@@ -439,6 +431,49 @@ def write_summary(
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(run_dir / SUMMARY_FILE, finite(summary))
+
+
+def _settings(config: RunConfig, history: History) -> dict[str, Any]:
+    world = distributed.world_size()
+    return {
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "recipe": config.recipe,
+        "epochs": config.epochs,
+        "epochs_done": len(history),
+        "stopped_at": list(history.stopped_at) if history.stopped_at else None,
+        "batch_size": config.batch_size,
+        "ranks": world,
+        "global_batch_size": config.batch_size * (world if config.per_rank_batch else 1),
+        "lr": config.lr,
+    }
+
+
+def _scores(history: History, test: EvalResult | None) -> dict[str, Any]:
+    last = history.last or {}
+    validated = history.last_validated() or {}
+    return {
+        "train_loss": last.get("train_loss"),
+        "train_acc": last.get("train_acc"),
+        "val_loss": validated.get("val_loss"),
+        "val_acc": validated.get("val_acc"),
+        "test_loss": test.loss if test else None,
+        "test_acc": test.accuracy if test else None,
+        "test_size": test.num_samples if test else None,
+    }
+
+
+def _timings(history: History, train_images: int, wall_time_s: float | None) -> dict[str, Any]:
+    frame = history.to_frame()
+    train_time = float(frame["time_s"].sum()) if len(frame) else 0.0
+    # images per second over all epochs: total images / total training seconds
+    seconds = (train_images / frame["images_per_s"]).sum() if len(frame) else 0.0
+    return {
+        "train_time_s": train_time,
+        "wall_time_s": wall_time_s,
+        "images_per_s": len(frame) * train_images / seconds if seconds else None,
+    }
 
 
 def finite(value):

@@ -194,9 +194,8 @@ def _epochs(
         channels_last=channels_last,
     )
     optimizer = train.make_optimizer(model, config)
-    step_fn = fast.make_train_step(
-        model, optimizer, device=device, amp=config.amp, cpu_bf16=cpu_bf16, mode=step_mode
-    )
+    ctx = runtime.autocast(device, amp=config.amp, cpu_bf16=cpu_bf16)
+    step_fn = fast.make_train_step(model, optimizer, device=device, ctx=ctx, mode=step_mode)
     batches = _forever(loader)
 
     def run(steps: int) -> int:
@@ -204,12 +203,9 @@ def _epochs(
             model,
             _Take(batches, steps),
             optimizer,
-            device=device,
-            amp=config.amp,
-            cpu_bf16=cpu_bf16,
+            step_fn=step_fn,
             progress=False,
             sync_every=sync_every,
-            step_fn=step_fn,
         )
         return result.images
 

@@ -506,6 +506,7 @@ class Dashboard:
             self._set_running(False)
 
     def _test(self, config: RunConfig, bundle, device):
+        from hybridlib import runtime
         from hybridlib.train import evaluate, input_crop
 
         loader = bundle.loader(
@@ -521,8 +522,7 @@ class Dashboard:
             device=device,
             num_classes=bundle.num_classes,
             classes=list(bundle.classes),
-            amp=config.amp,
-            cpu_bf16=config.cpu_bf16,
+            ctx=runtime.autocast(device, amp=config.amp, cpu_bf16=config.cpu_bf16),
         )
 
     def _on_event(self, event: dict[str, Any]) -> None:
