@@ -28,9 +28,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from hybridlib.data import DATASET_NAMES
 from hybridlib.errors import HybridError, choices_error
+from hybridlib.models import MODEL_NAMES
 
-__all__ = ["OPTIMIZERS", "RECIPES", "SCHEDULERS", "STEP_MODES", "RunConfig"]
+__all__ = ["OPTIMIZERS", "RECIPES", "SCHEDULERS", "STEP_MODES", "TRAIN_OPTIONS", "RunConfig"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
@@ -111,9 +113,6 @@ class RunConfig:
     # ---------------------------------------------------------------- checks
     def validate(self) -> RunConfig:
         """Raise `HybridError` for the first invalid field; return self otherwise."""
-        from hybridlib.data import DATASET_NAMES
-        from hybridlib.models import MODEL_NAMES
-
         if self.model not in MODEL_NAMES:
             raise choices_error("model", self.model, MODEL_NAMES)
         if self.dataset not in DATASET_NAMES:
@@ -239,38 +238,78 @@ class RunConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
     def command(self) -> str:
-        """An equivalent `python -m hybridlib train ...` command line."""
-        parts = ["python -m hybridlib train", f"--model {self.model}", f"--dataset {self.dataset}"]
-        parts += [f"--batch-size {self.batch_size}", f"--epochs {self.epochs}"]
-        parts += [f"--lr {self.lr:g}", f"--val-every {self.val_every}", f"--seed {self.seed}"]
-        if self.recipe != "paper":
-            parts.append(f"--recipe {self.recipe}")
-        if self.weight_decay != RECIPES[self.recipe].get("weight_decay", 0.0):
-            parts.append(f"--weight-decay {self.weight_decay!r}")
-        if self.device != "auto":
-            parts.append(f"--device {self.device}")
-        if self.step_mode != "eager":
-            parts.append(f"--step-mode {self.step_mode}")
-        if self.limit is not None:
-            parts.append(f"--limit {self.limit}")
-        if self.folder:
-            parts.append(f"--folder {self.folder}")
-        if self.num_classes is not None:
-            parts.append(f"--num-classes {self.num_classes}")
-        if self.data_root:
-            parts.append(f"--data-root {self.data_root}")
-        flags = {
-            "--deterministic": self.deterministic,
-            "--no-augment": not self.augment,
-            "--no-flip": not self.flip,
-            "--no-amp": not self.amp,
-            "--cpu-bf16": self.cpu_bf16,
-            "--per-rank-batch": self.per_rank_batch,
-        }
-        parts += [flag for flag, on in flags.items() if on]
-        if self.out:
-            parts.append(f"--out {self.out}")
+        """An equivalent `python -m hybridlib train ...` command line (see `TRAIN_OPTIONS`)."""
+        defaults = {**DEFAULTS, **RECIPES[self.recipe]}
+        parts = ["python -m hybridlib train"]
+        for name, option in TRAIN_OPTIONS.items():
+            value, flag = getattr(self, name), "--" + name.replace("_", "-")
+            if not option.written or not option.always and value == defaults[name]:
+                continue
+            if isinstance(value, bool):
+                parts.append(flag if value else flag.replace("--", "--no-", 1))
+            elif value is not None and value != "":
+                parts.append(f"{flag} {option.written.format(value)}")
         return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A `train` option: `--FIELD-NAME` sets `RunConfig.FIELD` (booleans: `--no-FIELD`)."""
+
+    help: str  # what `--help` says (for a field on by default: what `--no-FIELD` does)
+    always: bool = False  # `command()` writes it even at its default
+    written: str = "{}"  # how `command()` writes the value; "": never (where, not what)
+
+
+DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
+
+# The command line's `train` options, in the order `command()` writes them. The parser
+# (hybridlib.tools.cli) takes each flag, type and default from here and the dataclass,
+# so a new option is one field above and one line here.
+TRAIN_OPTIONS: dict[str, Option] = {
+    "model": Option(f"model: {', '.join(MODEL_NAMES)}", always=True),
+    "dataset": Option(f"data set: {', '.join(DATASET_NAMES)}", always=True),
+    "batch_size": Option("images per step (paper A: 16)", always=True),
+    "epochs": Option("passes over the training split (paper A: 30)", always=True),
+    "lr": Option(
+        "learning rate (default: the recipe's: 1e-4 as paper A, 1e-3 with --recipe improved)",
+        always=True,
+        written="{:g}",
+    ),
+    "val_every": Option("validate every N epochs (paper A: 5)", always=True),
+    "seed": Option("random seed", always=True),
+    "recipe": Option("paper: the papers' settings; improved: the course's better recipe"),
+    "weight_decay": Option(
+        "L2 weight decay of the optimiser (default: the recipe's, 0 for the paper's; "
+        "in paper B's grid 5e-4 on its regularised CNN only; given here: every run)",
+        written="{!r}",
+    ),
+    "device": Option("cuda, cuda:N, mps, cpu or auto (CUDA, then MPS, then CPU)"),
+    "step_mode": Option(
+        "eager: op by op; graph: the whole training step in a CUDA graph (falls back "
+        "to eager where capture is not possible); auto: graph on CUDA"
+    ),
+    "limit": Option("use at most this many images per split (quick runs)"),
+    "folder": Option("for --dataset folder: a folder with one sub-folder of images per class"),
+    "num_classes": Option(
+        "classes to keep (default: the data set's: Caltech 101 10, Tiny ImageNet 5, others all)"
+    ),
+    "data_root": Option("data root (default: $HYBRIDLIB_DATA or ~/hybridlib/data)"),
+    "download": Option("download a missing data set from its official host", written=""),
+    "deterministic": Option("deterministic kernels (slower; bit-exact resume on CPU)"),
+    "augment": Option("turn the training augmentation off"),  # --no-augment
+    "flip": Option(
+        "random horizontal and vertical flips while augmenting (default: on for "
+        "train and paper A, off for paper B's grid, which names crops only)"
+    ),
+    "amp": Option("no bf16 autocast on CUDA (it is off on the CPU unless --cpu-bf16)"),  # --no-amp
+    "cpu_bf16": Option("opt in to bf16 autocast on the CPU (changes numerics)"),
+    "per_rank_batch": Option(
+        "under torchrun: --batch-size is per process (global batch = it x processes); "
+        "by default it is the global batch, split over the processes"
+    ),
+    "out": Option("run directory (default: a new folder under $HYBRIDLIB_RUNS/runs)"),
+}
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:

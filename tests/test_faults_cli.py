@@ -20,7 +20,7 @@ from hybridlib.tools import cli
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import layouts  # noqa: E402
 
-PACKAGE = Path(cli.__file__).resolve().parent
+PACKAGE = Path(cli.__file__).resolve().parents[1]  # hybridlib/
 QUICK = ["--dataset", "digits", "--epochs", "1", "--limit", "48"]
 
 # Options of torchrun (not of hybridlib) that messages about distributed runs name.
@@ -68,13 +68,13 @@ def _template(node: ast.AST) -> str:
 def _package_messages() -> list[tuple[str, int, str]]:
     """(file, line, text) of every error raised with a message in the package."""
     messages = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", "")
             if name.endswith("Error") and node.args:
-                messages.append((path.name, node.lineno, _template(node.args[0])))
+                messages.append((str(path.relative_to(PACKAGE)), node.lineno, _template(node.args[0])))
     return messages
 
 

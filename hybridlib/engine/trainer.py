@@ -39,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hybridlib import runtime
-from hybridlib.config import RunConfig
+from hybridlib.config import TRAIN_OPTIONS, RunConfig
 from hybridlib.engine import distributed, fast, rundir, system
 from hybridlib.engine.loading import load_bundle, rank_loader
 from hybridlib.engine.rundir import load_checkpoint, save_checkpoint
@@ -719,30 +719,6 @@ def evaluate_run(
     return result
 
 
-_ARG_FIELDS = {
-    "model": "model",
-    "dataset": "dataset",
-    "batch_size": "batch_size",
-    "epochs": "epochs",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "flip": "flip",
-    "val_every": "val_every",
-    "seed": "seed",
-    "device": "device",
-    "data_root": "data_root",
-    "download": "download",
-    "limit": "limit",
-    "folder": "folder",
-    "num_classes": "num_classes",
-    "deterministic": "deterministic",
-    "cpu_bf16": "cpu_bf16",
-    "per_rank_batch": "per_rank_batch",
-    "step_mode": "step_mode",
-    "out": "out",
-}
-
-
 def config_from_args(args, **overrides: Any) -> RunConfig:
     """A `RunConfig` from parsed `train` (or `reproduce`) arguments.
 
@@ -750,15 +726,12 @@ def config_from_args(args, **overrides: Any) -> RunConfig:
     an option given on the command line still wins (options left out are None).
     """
     values = {
-        name: getattr(args, option)
-        for option, name in _ARG_FIELDS.items()
-        if getattr(args, option, None) is not None
+        name: getattr(args, name)
+        for name in TRAIN_OPTIONS
+        if getattr(args, name, None) is not None  # None: the recipe's
     }
-    values["augment"] = not getattr(args, "no_augment", False)
-    values["amp"] = not getattr(args, "no_amp", False)
     values.update(overrides)
-    recipe = getattr(args, "recipe", "paper") or "paper"
-    return RunConfig.from_recipe(recipe, **values)
+    return RunConfig.from_recipe(values.pop("recipe", "paper"), **values)
 
 
 def cli_train(args) -> int:
@@ -770,8 +743,7 @@ def cli_train(args) -> int:
     changes = None
     if resume:  # what the command line asks to change: the options written on it
         given, fields = getattr(args, "given", set()), config.to_dict()
-        options = {**_ARG_FIELDS, "recipe": "recipe", "no_augment": "augment", "no_amp": "amp"}
-        changes = {field: fields[field] for option, field in options.items() if option in given}
+        changes = {name: fields[name] for name in TRAIN_OPTIONS if name in given}
     with distributed.peer_errors(run_dir=config.out):
         run_dir = run_training(config, resume=resume, changes=changes)
     if not distributed.is_main():  # rank 0 reports for all

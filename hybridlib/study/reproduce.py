@@ -79,7 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridlib.config import RunConfig
+from hybridlib.config import TRAIN_OPTIONS, RunConfig
 from hybridlib.engine import distributed, fast
 from hybridlib.engine.trainer import DivergedError, run_training
 from hybridlib.errors import HybridError, choices_error
@@ -354,9 +354,12 @@ def _command(args) -> str:
         parts.append("--flip" if args.flip else "--no-flip")
     if getattr(args, "weight_decay", None) is not None:
         parts.append(f"--weight-decay {args.weight_decay!r}")
-    for flag in ("deterministic", "no_augment", "no_amp", "cpu_bf16", "per_rank_batch"):
+    for flag in ("deterministic", "cpu_bf16", "per_rank_batch"):
         if getattr(args, flag, False):
             parts.append("--" + flag.replace("_", "-"))
+    for flag in ("augment", "amp"):  # on by default
+        if not getattr(args, flag, True):
+            parts.append("--no-" + flag)
     if args.device != "auto":
         parts.append(f"--device {args.device}")
     if getattr(args, "step_mode", "eager") != "eager":
@@ -424,24 +427,13 @@ def _grid_dir(args) -> Path:
 
 def _run_settings(args) -> dict[str, Any]:
     """The `RunConfig` fields the command line sets for every run of the grid."""
+    grid = {"model", "dataset", "batch_size", "epochs", "lr", "val_every", "seed", "recipe", "out"}
+    # None: the grid's value (flips and weight decay per model), or the dataclass's
     settings = {
-        "device": args.device,
-        "data_root": args.data_root,
-        "download": args.download,
-        "limit": args.limit,
-        "folder": getattr(args, "folder", None),
-        "num_classes": getattr(args, "num_classes", None),
-        "deterministic": args.deterministic,
-        "augment": not args.no_augment,
-        "amp": not args.no_amp,
-        "cpu_bf16": args.cpu_bf16,
-        "per_rank_batch": args.per_rank_batch,
-        "step_mode": getattr(args, "step_mode", "eager"),
+        name: getattr(args, name)
+        for name in TRAIN_OPTIONS
+        if name not in grid and getattr(args, name, None) is not None
     }
-    # given on the command line: for every run, over the grid's per-model value
-    for name in ("flip", "weight_decay"):
-        if getattr(args, name, None) is not None:
-            settings[name] = getattr(args, name)
     return settings
 
 

@@ -49,9 +49,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from hybridlib import runtime
-from hybridlib.engine import fast
+from hybridlib import runtime, train
+from hybridlib.config import RunConfig
+from hybridlib.engine import fast, trainer
+from hybridlib.engine.trainer import load_bundle
 from hybridlib.errors import HybridError
+from hybridlib.models import build_model
+from hybridlib.train import input_crop
 
 __all__ = ["PATHS", "BenchRow", "cli_bench", "format_table", "run_bench"]
 
@@ -178,9 +182,6 @@ def _epochs(
     cpu_bf16=False,
 ):
     """`train_one_epoch` (what `fit` runs) over `steps` batches at a time; returns the runner."""
-    from hybridlib import train
-    from hybridlib.engine import trainer
-
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -339,80 +340,11 @@ def run_bench(
     Returns:
         {"rows": [BenchRow as dict, ...], "environment": ..., "command": ..., "settings": ...}
     """
-    from hybridlib.config import RunConfig
-    from hybridlib.engine.trainer import load_bundle
-    from hybridlib.models import build_model
-    from hybridlib.train import input_crop
-
     for path in paths:
         if path not in PATHS:
             raise HybridError(f"unknown bench path {path!r}; choose from: {', '.join(PATHS)}")
     if warmup < 0:
         raise HybridError(f"warmup must be 0 or more steps, got {warmup}")
-    torch_device = runtime.resolve_device(device)
-    runtime.set_threads(torch_device)
-    config = RunConfig(
-        model=model,
-        dataset=dataset,
-        batch_size=batch_size,
-        seed=seed,
-        device=str(torch_device),
-        data_root=data_root,
-        limit=limit,
-        folder=folder,
-        num_classes=num_classes,
-        progress=False,
-    )
-    bundle = load_bundle(config)
-    runtime.seed_everything(seed)
-    initial = build_model(model, bundle.num_classes).state_dict()
-    crop = input_crop(build_model(model, bundle.num_classes), bundle.image_size)
-    bundle.tensors("train")  # decode (or read the cache) before any timing
-    _ = bundle.mean  # the statistics the transforms need
-
-    # Set up and warm up the paths one by one (peak memory: set-up and warm-up of each,
-    # with only the earlier paths' small models still held), then time them in turns,
-    # repeat by repeat, so a change in the machine's load hits every path alike.
-    prepared = []
-    for path in paths:
-        runtime.seed_everything(seed)
-        net = build_model(model, bundle.num_classes)
-        net.load_state_dict(initial)
-        _reset_peak(torch_device)
-        step = None
-        if path == "plain":
-            run = _plain(bundle, net, torch_device, batch_size, crop)
-        elif path == "default":
-            run, step = _default(bundle, net, torch_device, config, crop)
-        else:
-            run, step = _fastest(bundle, net, torch_device, config, crop, cpu_bf16)
-        if warmup > 0:
-            run(warmup)  # a graph step captures here
-        _sync(torch_device)
-        prepared.append((path, run, step, _peak_mib(torch_device)))
-    timings: dict[str, list[tuple[float, float]]] = {path: [] for path in paths}
-    for _ in range(repeats):
-        for path, run, _, _ in prepared:
-            timings[path].append(_time_once(run, torch_device, steps))
-    rows: list[BenchRow] = []
-    for path, _, step, peak in prepared:
-        step_mode = "eager" if step is None else step.mode  # after capture, or its failure
-        rows.append(
-            BenchRow(
-                path=path,
-                label=LABELS[path],
-                settings=_settings_text(path, torch_device, config, step_mode, cpu_bf16),
-                images_per_s=statistics.median(t[0] for t in timings[path]),
-                ms_per_step=statistics.median(t[1] for t in timings[path]),
-                peak_mib=peak,
-                repeats=[round(t[0], 2) for t in timings[path]],
-                step_mode=step_mode,
-            )
-        )
-    plain = next((r for r in rows if r.path == "plain"), None)
-    for row in rows:
-        if plain is not None:
-            row.speedup = row.images_per_s / plain.images_per_s
     settings = dict(
         model=model,
         dataset=dataset,
@@ -428,6 +360,27 @@ def run_bench(
         seed=seed,
         cpu_bf16=cpu_bf16,
     )
+    torch_device = runtime.resolve_device(device)
+    runtime.set_threads(torch_device)
+    config = RunConfig(
+        model=model,
+        dataset=dataset,
+        batch_size=batch_size,
+        seed=seed,
+        device=str(torch_device),
+        data_root=data_root,
+        limit=limit,
+        folder=folder,
+        num_classes=num_classes,
+        progress=False,
+    )
+    bundle = load_bundle(config)
+    prepared = _prepare_paths(paths, bundle, config, torch_device, warmup, cpu_bf16)
+    timings: dict[str, list[tuple[float, float]]] = {path: [] for path in paths}
+    for _ in range(repeats):  # in turns, so a change in the machine's load hits all alike
+        for path, run, _, _ in prepared:
+            timings[path].append(_time_once(run, torch_device, steps))
+    rows = _rows(prepared, timings, torch_device, config, cpu_bf16)
     return {
         "rows": [asdict(r) for r in rows],
         "settings": settings,
@@ -439,6 +392,61 @@ def run_bench(
         "environment": runtime.environment(torch_device),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _prepare_paths(paths, bundle, config: RunConfig, device, warmup: int, cpu_bf16: bool):
+    """Set up and warm up each path from the same initial weights: [(path, run, step, peak)].
+
+    Peak memory covers each path's set-up and warm-up, with only the earlier paths'
+    small models still held.
+    """
+    runtime.seed_everything(config.seed)
+    initial = build_model(config.model, bundle.num_classes).state_dict()
+    crop = input_crop(build_model(config.model, bundle.num_classes), bundle.image_size)
+    bundle.tensors("train")  # decode (or read the cache) before any timing
+    _ = bundle.mean  # the statistics the transforms need
+    prepared = []
+    for path in paths:
+        runtime.seed_everything(config.seed)
+        net = build_model(config.model, bundle.num_classes)
+        net.load_state_dict(initial)
+        _reset_peak(device)
+        step = None
+        if path == "plain":
+            run = _plain(bundle, net, device, config.batch_size, crop)
+        elif path == "default":
+            run, step = _default(bundle, net, device, config, crop)
+        else:
+            run, step = _fastest(bundle, net, device, config, crop, cpu_bf16)
+        if warmup > 0:
+            run(warmup)  # a graph step captures here
+        _sync(device)
+        prepared.append((path, run, step, _peak_mib(device)))
+    return prepared
+
+
+def _rows(prepared, timings, device, config: RunConfig, cpu_bf16: bool) -> list[BenchRow]:
+    """One `BenchRow` per path: the median repeat, and its speed relative to the plain loop."""
+    rows: list[BenchRow] = []
+    for path, _, step, peak in prepared:
+        step_mode = "eager" if step is None else step.mode  # after capture, or its failure
+        rows.append(
+            BenchRow(
+                path=path,
+                label=LABELS[path],
+                settings=_settings_text(path, device, config, step_mode, cpu_bf16),
+                images_per_s=statistics.median(t[0] for t in timings[path]),
+                ms_per_step=statistics.median(t[1] for t in timings[path]),
+                peak_mib=peak,
+                repeats=[round(t[0], 2) for t in timings[path]],
+                step_mode=step_mode,
+            )
+        )
+    plain = next((r for r in rows if r.path == "plain"), None)
+    for row in rows:
+        if plain is not None:
+            row.speedup = row.images_per_s / plain.images_per_s
+    return rows
 
 
 def format_table(result: dict[str, Any], *, markdown: bool = False) -> str:

@@ -25,8 +25,11 @@ import signal
 import sys
 import threading
 
-from hybridlib import __version__
+from hybridlib import __version__, runtime
+from hybridlib.config import DEFAULTS, RECIPES, STEP_MODES, TRAIN_OPTIONS
 from hybridlib.errors import HybridError, Terminated
+from hybridlib.study.reproduce import GRIDS
+from hybridlib.tools.course import PROFILES
 
 # command -> (module, function) that carries it out.
 HANDLERS = {
@@ -88,146 +91,82 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    """--folder and --num-classes: RunConfig's `folder` and `num_classes` (defaults None)."""
-    p.add_argument(
-        "--folder",
-        type=absolute_path,
-        default=None,
-        help="for --dataset folder: a folder with one sub-folder of images per class",
-    )
-    p.add_argument(
-        "--num-classes",
-        type=positive_int,
-        default=None,
-        help="classes to keep (default: the data set's: Caltech 101 10, Tiny ImageNet 5, "
-        "others all)",
-    )
+# RunConfig fields that need a parser type other than their default's (int, float, str).
+_TYPES = {
+    "seed": int,  # 0 is a seed
+    "weight_decay": float,  # 0 turns it off
+    "limit": positive_int,
+    "num_classes": positive_int,
+    "folder": absolute_path,
+}
+# The `train` options that `reproduce` applies to every run of a grid.
+GRID_OPTIONS = (
+    "device", "data_root", "download", "folder", "num_classes", "recipe", "limit",
+    "deterministic", "augment", "flip", "weight_decay", "amp", "cpu_bf16", "step_mode",
+    "per_rank_batch",
+)  # fmt: skip
+CHOICES = {"recipe": tuple(RECIPES), "step_mode": STEP_MODES}
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by `train` and `reproduce`."""
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="cuda, cuda:N, mps, cpu or auto (CUDA, then MPS, then CPU) (default: auto)",
-    )
-    p.add_argument(
-        "--data-root", default=None, help="data root (default: $HYBRIDLIB_DATA or ~/hybridlib/data)"
-    )
-    p.add_argument(
-        "--download", action="store_true", help="download a missing data set from its official host"
-    )
-    _add_data_options(p)
-    p.add_argument(
-        "--recipe",
-        default="paper",
-        choices=["paper", "improved"],
-        help="paper: the papers' settings; improved: the course's better recipe (default: paper)",
-    )
-    p.add_argument(
-        "--limit",
-        type=positive_int,
-        default=None,
-        help="use at most this many images per split (quick runs)",
-    )
-    p.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="deterministic kernels (slower; bit-exact resume on CPU)",
-    )
-    p.add_argument("--no-augment", action="store_true", help="turn the training augmentation off")
-    p.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="random horizontal and vertical flips while augmenting (default: on for "
-        "train and paper A, off for paper B's grid, which names crops only)",
-    )
-    p.add_argument(
-        "--weight-decay",
-        type=float,
-        default=None,
-        help="L2 weight decay of the optimiser (default: the recipe's, 0 for the paper's; "
-        "in paper B's grid 5e-4 on its regularised CNN only; given here: every run)",
-    )
-    p.add_argument(
-        "--no-amp",
-        action="store_true",
-        help="no bf16 autocast on CUDA (it is off on the CPU unless --cpu-bf16)",
-    )
-    p.add_argument(
-        "--cpu-bf16",
-        action="store_true",
-        help="opt in to bf16 autocast on the CPU (changes numerics)",
-    )
-    p.add_argument(
-        "--step-mode",
-        choices=["eager", "graph", "auto"],
-        default="eager",
-        help="eager: op by op; graph: the whole training step in a CUDA graph (falls back "
-        "to eager where capture is not possible); auto: graph on CUDA (default: eager)",
-    )
-    p.add_argument(
-        "--per-rank-batch",
-        action="store_true",
-        help="under torchrun: --batch-size is per process (global batch = it x processes); "
-        "by default it is the global batch, split over the processes",
-    )
+def config_option(p: argparse.ArgumentParser, name: str, **changes) -> None:
+    """Add `--NAME` for `RunConfig.NAME`: help from `TRAIN_OPTIONS`, type and default
+    from the dataclass (booleans on by default become `--no-NAME`); `changes` win."""
+    default, flag = DEFAULTS[name], "--" + name.replace("_", "-")
+    kwargs = {"dest": name, "default": default, "help": TRAIN_OPTIONS[name].help}
+    if isinstance(default, bool) and "action" not in changes:
+        kwargs["action"] = "store_false" if default else "store_true"
+        flag = flag.replace("--", "--no-", 1) if default else flag
+    else:
+        kwargs["type"] = _TYPES.get(name) or {int: positive_int, float: positive_float}.get(
+            type(default), str
+        )
+    if name in CHOICES:
+        kwargs["choices"] = CHOICES[name]
+    kwargs.update(changes)
+    if not isinstance(kwargs["default"], bool | type(None)):
+        kwargs["help"] += f" (default: {kwargs['default']})"
+    p.add_argument(flag, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="hybridlib",
-        description="Train, evaluate and compare the CNN, CNN+LSTM, CNN+LSTM+skip and "
-        "auto-encoder classifiers of the course.",
-    )
-    parser.add_argument("--version", action="version", version=f"hybridlib {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one model on one data set (paper A's six arguments)")
-    p.add_argument("--model", default="cnn", help="model name (default: cnn)")
-    p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="(default: 16, paper A)")
-    p.add_argument("--epochs", type=positive_int, default=30, help="(default: 30, paper A)")
-    p.add_argument(
-        "--lr",
-        type=positive_float,
-        default=None,
-        help="learning rate (default: the recipe's: 1e-4 as paper A, 1e-3 with --recipe improved)",
-    )
-    p.add_argument(
-        "--val-every",
-        type=positive_int,
-        default=5,
-        help="validate every N epochs (default: 5, paper A)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument(
-        "--out",
-        default=None,
-        help="run directory (default: a new folder under $HYBRIDLIB_RUNS/runs)",
-    )
+    for name in ("model", "dataset", "batch_size", "epochs"):
+        config_option(p, name)
+    config_option(p, "lr", default=None)  # None: the recipe's
+    for name in ("val_every", "seed", "out"):
+        config_option(p, name)
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
-    _add_run_options(p)
+    _add_grid_options(p)
 
+
+def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    """The run options `train` and `reproduce` share."""
+    for name in GRID_OPTIONS:
+        if name in ("flip", "weight_decay"):  # None: the recipe's, or the grid's per model
+            action = argparse.BooleanOptionalAction if name == "flip" else "store"
+            config_option(p, name, default=None, action=action)
+        else:
+            config_option(p, name)
+
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
     p.add_argument("run_dir", help="a run directory written by `train`")
     p.add_argument("--data-root", default=None, help="data root (default: the run's)")
     p.add_argument("--device", default="auto", help="(default: auto)")
 
+
+def _add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="run a paper's whole grid and write its results table")
-    p.add_argument("--table", required=True, choices=["paper-a", "paper-b"])
+    p.add_argument("--table", required=True, choices=list(GRIDS))
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds per cell (default: 3)")
-    p.add_argument(
-        "--epochs", type=positive_int, default=None, help="epochs per run (default: the paper's)"
-    )
-    p.add_argument("--datasets", nargs="+", default=None, help="data sets (default: the paper's)")
-    p.add_argument("--models", nargs="+", default=None, help="models (default: the paper's)")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="(default: the paper's)")
+    the_papers = "(default: the paper's)"
+    p.add_argument("--epochs", type=positive_int, default=None, help=f"epochs per run {the_papers}")
+    p.add_argument("--datasets", nargs="+", default=None, help=f"data sets {the_papers}")
+    p.add_argument("--models", nargs="+", default=None, help=f"models {the_papers}")
+    p.add_argument("--batch-size", type=positive_int, default=None, help=the_papers)
     p.add_argument(
         "--out", default=None, help="grid directory (default: $HYBRIDLIB_RUNS/<table>[-<recipe>])"
     )
@@ -243,13 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="runs trained at once on one device (default: 1)",
     )
-    _add_run_options(p)
+    _add_grid_options(p)
 
+
+def _add_results(sub) -> None:
     p = sub.add_parser("results", help="collect run directories into a results table")
     p.add_argument("run_dirs", nargs="+", help="run or grid directories")
     p.add_argument(
         "--table",
-        choices=["paper-a", "paper-b", "runs"],
+        choices=[*GRIDS, "runs"],
         default="runs",
         help="layout of the table (default: one row per run)",
     )
@@ -273,33 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
         "into this folder (with --table paper-a or paper-b)",
     )
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="time the plain loop against hybridlib's training paths")
-    p.add_argument("--model", default="cnn", help="(default: cnn)")
-    p.add_argument("--dataset", default="digits", help="(default: digits)")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="(default: 16)")
+    for name in ("model", "dataset", "batch_size", "device", "data_root", "folder"):
+        config_option(p, name)
+    config_option(p, "num_classes")
     p.add_argument(
         "--steps", type=positive_int, default=50, help="timed steps per repeat (default: 50)"
     )
     p.add_argument("--repeats", type=positive_int, default=3, help="(default: 3)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
-    p.add_argument("--device", default="auto", help="(default: auto)")
-    p.add_argument("--data-root", default=None)
-    _add_data_options(p)
-    p.add_argument("--seed", type=int, default=0, help="weights and shuffling seed (default: 0)")
-    p.add_argument(
-        "--limit", type=positive_int, default=None, help="at most this many images per split"
-    )
-    p.add_argument(
-        "--cpu-bf16",
-        action="store_true",
-        help="the fastest CPU path uses bf16 autocast (changes numerics; off by default)",
-    )
+    config_option(p, "seed", help="weights and shuffling seed")
+    config_option(p, "limit")
+    config_option(p, "cpu_bf16", help="the fastest CPU path uses bf16 autocast (changes numerics)")
     p.add_argument("--out", default=None, help="also write the table as JSON and markdown here")
 
+
+def _add_course(sub) -> None:
     p = sub.add_parser("course", help="run every notebook headlessly with papermill")
     p.add_argument(
         "--profile",
-        choices=["quick", "paper"],
+        choices=list(PROFILES),
         default="quick",
         help="quick: embedded data, seconds per notebook; paper: the papers' "
         "settings (default: quick)",
@@ -326,23 +262,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a notebook parameter",
     )
 
+
+def _add_figures(sub) -> None:
     p = sub.add_parser("figures", help="redraw the architecture figures from the models")
     p.add_argument("--out", default=None, help="(default: figures/architectures)")
 
+
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="show (and optionally download) a data set and its splits")
-    p.add_argument("dataset", help="data set name")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true")
+    p.add_argument("dataset", help=TRAIN_OPTIONS["dataset"].help)
+    config_option(p, "data_root")
+    config_option(p, "download")
     p.add_argument(
         "--folder", default=None, help="for the 'folder' data set: a folder of class sub-folders"
     )
-    p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
-    p.add_argument(
-        "--num-classes",
-        type=positive_int,
-        default=None,
-        help="number of classes (default: the paper's)",
+    config_option(p, "seed", help="split seed")
+    config_option(p, "num_classes", help="number of classes (default: the paper's)")
+
+
+SUBCOMMANDS = (_add_train, _add_evaluate, _add_reproduce, _add_results, _add_bench,
+               _add_course, _add_figures, _add_data)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `hybridlib` parser: one `_add_<command>` function per sub-command."""
+    parser = _Parser(
+        prog="hybridlib",
+        description="Train, evaluate and compare the CNN, CNN+LSTM, CNN+LSTM+skip and "
+        "auto-encoder classifiers of the course.",
     )
+    parser.add_argument("--version", action="version", version=f"hybridlib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
@@ -384,8 +337,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
         if args.command in COMPUTING:
-            from hybridlib import runtime
-
             runtime.threads_setting()  # an invalid $HYBRIDLIB_THREADS: stop before any work
         status = int(handler(args) or 0)
         sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit

@@ -72,7 +72,7 @@ def check_overrides(notebooks: list[Path], overrides: dict[str, object]) -> dict
     Returns:
         The overrides, a float parameter's whole numbers as floats.
     """
-    import papermill
+    import papermill  # with its Jupyter stack: seconds to load, and only the course needs it
 
     declared = {path.name: papermill.inspect_notebook(str(path)) for path in notebooks}
     names = sorted({name for params in declared.values() for name in params})
@@ -140,7 +140,7 @@ def run_course(
     Raises:
         HybridError: naming the failing notebook and cell.
     """
-    import papermill
+    import papermill  # with its Jupyter stack: seconds to load, and only the course needs it
 
     if profile not in PROFILES:
         raise HybridError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")

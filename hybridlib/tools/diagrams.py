@@ -294,9 +294,39 @@ def draw_architecture(name_or_model: str | nn.Module, num_classes: int = 10) -> 
         model = name_or_model
     nodes = trace(model)
     rows, lanes = _layout(nodes)
+    ax, top = _canvas(model, rows, lanes)
+    place = _Place(rows, lanes, top)
+    _draw_groups(ax, nodes, place)
+    _draw_arrows(ax, nodes, place)  # then the boxes on top of them
+    for node in nodes:
+        if node.kind == "join":
+            _draw_join(ax, node, *place.xy(node))
+        else:
+            _draw_box(ax, node, *place.xy(node))
+    return ax.figure
 
+
+@dataclass
+class _Place:
+    """Where the layout puts each node: its lane (x) and row (y) below the title."""
+
+    rows: list[int]  # by node key
+    lanes: list[float]
+    top: float
+
+    def xy(self, node: Node) -> tuple[float, float]:
+        return self.lanes[node.key] * LANE_DX, self.top + self.rows[node.key] * ROW + BOX_H / 2
+
+    @staticmethod
+    def half_height(node: Node) -> float:
+        return 0.11 if node.kind == "join" else BOX_H / 2
+
+
+def _canvas(model: nn.Module, rows, lanes):
+    """A figure sized to the layout, with the model's name and summary on top: (ax, top)."""
     left = min(lanes) * LANE_DX - BOX_W / 2 - CAPTION
-    right = max(lanes) * LANE_DX + BOX_W / 2 + (CAPTION if max(lanes) > 0 else 0.25)
+    widest = max(lanes)
+    right = widest * LANE_DX + BOX_W / 2 + (CAPTION if widest > 0 else 0.25)
     width = right - left
     doc = (type(model).__doc__ or "").strip().splitlines()[0] if type(model).__doc__ else ""
     subtitle = textwrap.wrap(doc, int(width * 13)) + [_summary(model)]
@@ -309,33 +339,23 @@ def draw_architecture(name_or_model: str | nn.Module, num_classes: int = 10) -> 
     ax.set_ylim(height, 0)
     ax.axis("off")
     centre = (left + right) / 2
-    ax.text(
-        centre,
-        0.3,
-        getattr(model, "name", type(model).__name__),
-        ha="center",
-        va="center",
-        fontsize=12,
-        weight="bold",
-    )
+    name = getattr(model, "name", type(model).__name__)
+    ax.text(centre, 0.3, name, ha="center", va="center", fontsize=12, weight="bold")
     for i, line in enumerate(subtitle):
         ax.text(
             centre, 0.55 + 0.17 * i, line, ha="center", va="center", fontsize=8, color="#333333"
         )
+    return ax, top
 
-    def xy(node: Node) -> tuple[float, float]:
-        return lanes[node.key] * LANE_DX, top + rows[node.key] * ROW + BOX_H / 2
 
-    def half_height(node: Node) -> float:
-        return 0.11 if node.kind == "join" else BOX_H / 2
-
-    # Group frames, behind the boxes, with the attribute name beside them.
+def _draw_groups(ax, nodes: list[Node], place: _Place) -> None:
+    """Dashed frames behind the boxes of each group, with the attribute name beside them."""
     groups: dict[str, list[Node]] = {}
     for node in nodes:
         if node.group:
             groups.setdefault(node.group, []).append(node)
     for group, members in groups.items():
-        xs, ys = zip(*(xy(n) for n in members), strict=True)
+        xs, ys = zip(*(place.xy(n) for n in members), strict=True)
         x0, y0 = min(xs) - BOX_W / 2 - 0.06, min(ys) - BOX_H / 2 - 0.05
         y1 = max(ys) + BOX_H / 2 + 0.05
         ax.add_patch(
@@ -350,7 +370,7 @@ def draw_architecture(name_or_model: str | nn.Module, num_classes: int = 10) -> 
                 zorder=0,
             )
         )
-        outside_right = lanes[members[0].key] > 0
+        outside_right = place.lanes[members[0].key] > 0
         ax.text(
             x0 + BOX_W + 0.2 if outside_right else x0 - 0.08,
             (y0 + y1) / 2,
@@ -362,77 +382,68 @@ def draw_architecture(name_or_model: str | nn.Module, num_classes: int = 10) -> 
             color="#555555",
         )
 
-    # Arrows, then boxes on top of them.
+
+def _draw_arrows(ax, nodes: list[Node], place: _Place) -> None:
+    """An arrow from each producer to its consumer; forks and joins go down, across, down."""
     for node in nodes:
-        x1, y1 = xy(node)
+        x1, y1 = place.xy(node)
+        end = y1 - place.half_height(node)
         for p in node.producers:
-            x0, y0 = xy(nodes[p])
-            y0 += half_height(nodes[p])
+            x0, y0 = place.xy(nodes[p])
+            y0 += place.half_height(nodes[p])
             arrow = dict(arrowstyle="-|>", color="#444444", lw=0.9, shrinkA=0, shrinkB=0)
             if abs(x0 - x1) < 1e-6:
-                ax.annotate("", (x1, y1 - half_height(node)), (x0, y0), arrowprops=arrow)
-            else:  # a fork or a join: down, across, down
-                y_mid = y0 + (y1 - half_height(node) - y0) / 2
+                ax.annotate("", (x1, end), (x0, y0), arrowprops=arrow)
+            else:
+                y_mid = y0 + (end - y0) / 2
                 ax.plot([x0, x0, x1], [y0, y_mid, y_mid], color="#444444", lw=0.9)
-                ax.annotate("", (x1, y1 - half_height(node)), (x1, y_mid), arrowprops=arrow)
+                ax.annotate("", (x1, end), (x1, y_mid), arrowprops=arrow)
 
-    for node in nodes:
-        x, y = xy(node)
-        if node.kind == "join":
-            ax.add_patch(Circle((x, y), 0.11, facecolor="white", edgecolor="#222222", lw=1.0))
-            ax.text(
-                x,
-                y,
-                node.label if len(node.label) == 1 else "",
-                ha="center",
-                va="center",
-                fontsize=10,
-                weight="bold",
-            )
-            text = "element-wise sum" if node.label == "+" else node.label
-            ax.text(
-                x + 0.2,
-                y,
-                f"{text}  {_format_shape(node.shape)}",
-                ha="left",
-                va="center",
-                fontsize=7.5,
-                color="#333333",
-            )
-            continue
-        io = node.kind in ("input", "output")
-        ax.add_patch(
-            FancyBboxPatch(
-                (x - BOX_W / 2, y - BOX_H / 2),
-                BOX_W,
-                BOX_H,
-                boxstyle="round,pad=0,rounding_size=0.06",
-                facecolor=_FILL[node.style],
-                edgecolor="#222222",
-                lw=1.3 if io else 0.8,
-                ls=(0, (3, 2)) if node.style == "reshape" and not io else "-",
-            )
+
+def _draw_join(ax, node: Node, x: float, y: float) -> None:
+    """A circle with the merge's symbol (+ or a concatenation), its name and shape beside it."""
+    ax.add_patch(Circle((x, y), 0.11, facecolor="white", edgecolor="#222222", lw=1.0))
+    symbol = node.label if len(node.label) == 1 else ""
+    ax.text(x, y, symbol, ha="center", va="center", fontsize=10, weight="bold")
+    text = "element-wise sum" if node.label == "+" else node.label
+    ax.text(
+        x + 0.2,
+        y,
+        f"{text}  {_format_shape(node.shape)}",
+        ha="left",
+        va="center",
+        fontsize=7.5,
+        color="#333333",
+    )
+
+
+def _draw_box(ax, node: Node, x: float, y: float) -> None:
+    """A layer's box: its name on the left, its output shape on the right."""
+    io = node.kind in ("input", "output")
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - BOX_W / 2, y - BOX_H / 2),
+            BOX_W,
+            BOX_H,
+            boxstyle="round,pad=0,rounding_size=0.06",
+            facecolor=_FILL[node.style],
+            edgecolor="#222222",
+            lw=1.3 if io else 0.8,
+            ls=(0, (3, 2)) if node.style == "reshape" and not io else "-",
         )
-        ax.text(
-            x - BOX_W / 2 + 0.08,
-            y,
-            node.label,
-            ha="left",
-            va="center",
-            fontsize=8,
-            weight="bold" if io else "normal",
-        )
-        ax.text(
-            x + BOX_W / 2 - 0.08,
-            y,
-            _format_shape(node.shape),
-            ha="right",
-            va="center",
-            fontsize=7.5,
-            family="monospace",
-            color="#333333",
-        )
-    return fig
+    )
+    weight = "bold" if io else "normal"
+    ax.text(x - BOX_W / 2 + 0.08, y, node.label, ha="left", va="center", fontsize=8, weight=weight)
+    ax.text(
+        x + BOX_W / 2 - 0.08,
+        y,
+        _format_shape(node.shape),
+        ha="right",
+        va="center",
+        fontsize=7.5,
+        family="monospace",
+        color="#333333",
+    )
 
 
 def _default_out() -> Path:
