@@ -2,9 +2,10 @@
 
 `tests/test_pin.py` runs them through the command line and compares their
 record with `tests/fixtures/pin_runs.json`, written by the code before a
-change that must not alter behaviour:
+change that must not alter behaviour, one record per CPU instruction set (the
+kernels PyTorch picks on AVX2 and on AVX-512 round differently):
 
-    HYBRIDLIB_THREADS=1 python tests/pin_runs.py --write   # re-record (only on purpose)
+    HYBRIDLIB_THREADS=1 python tests/pin_runs.py --write   # (re-)record this CPU's (on purpose)
 
 A record is everything a run writes that does not depend on the clock: each
 epoch's losses, accuracies and learning rate, every test prediction with its
@@ -24,6 +25,9 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+# The kernels PyTorch picks on this CPU (AVX2, AVX512, ...): they change float sums.
+CPU = torch.backends.cpu.get_cpu_capability()
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pin_runs.json"
 COMMON = ["--dataset", "digits", "--limit", "160", "--val-every", "1", "--device", "cpu"]
@@ -98,7 +102,19 @@ def record(out: Path) -> dict:
 def record_all() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         runs = {name: run(name, Path(tmp)) for name in RUNS}
-    return {"torch": torch.__version__, "runs": runs}
+    return {"torch": torch.__version__, "cpu": CPU, "runs": runs}
+
+
+def write_fixture(result: dict) -> None:
+    """Add (or replace) this CPU's runs in the fixture; other CPUs' records stay."""
+    recorded = {}
+    if FIXTURE.is_file():
+        previous = json.loads(FIXTURE.read_text())
+        if previous["torch"] == result["torch"]:
+            recorded = previous["recorded"]
+    recorded[result["cpu"]] = result["runs"]
+    fixture = {"torch": result["torch"], "recorded": recorded}
+    FIXTURE.write_text(json.dumps(fixture, indent=1) + "\n")
 
 
 if __name__ == "__main__":
@@ -107,7 +123,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     result = record_all()
     if args.write:
-        FIXTURE.write_text(json.dumps(result, indent=1) + "\n")
+        write_fixture(result)
         print(f"wrote {FIXTURE}")
     else:
         print(json.dumps({k: v["summary"] for k, v in result["runs"].items()}, indent=1))

@@ -74,7 +74,9 @@ def _package_messages() -> list[tuple[str, int, str]]:
                 continue
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", "")
             if name.endswith("Error") and node.args:
-                messages.append((str(path.relative_to(PACKAGE)), node.lineno, _template(node.args[0])))
+                messages.append(
+                    (str(path.relative_to(PACKAGE)), node.lineno, _template(node.args[0]))
+                )
     return messages
 
 

@@ -41,6 +41,8 @@ KNOWN_PARAMETERS = {
     "dataset",
     "datasets",
     "epochs",
+    "lr",
+    "flip",
     "seeds",
     "limit",
     "device",

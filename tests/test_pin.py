@@ -4,7 +4,8 @@
 package was reorganised into a teaching core and its machinery; the same
 command lines must still give the same epochs, predictions and weights (eager
 CPU path, one thread, and a resumed run). Kernels differ between PyTorch
-releases, so on another release the numbers are compared to 1e-4 instead.
+releases and between CPU instruction sets (AVX2, AVX-512), so on another release
+or another kind of CPU the numbers are compared to 1e-4 instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import pytest
 import torch
 
 EXPECTED = json.loads(pin_runs.FIXTURE.read_text())
-SAME_TORCH = EXPECTED["torch"] == torch.__version__
+# Bit for bit with the release and the CPU kernels a record was made with (the
+# fixture holds one record per instruction set); to 1e-4 against another otherwise.
+SAME_TORCH = EXPECTED["torch"] == torch.__version__ and pin_runs.CPU in EXPECTED["recorded"]
+RECORD = EXPECTED["recorded"].get(pin_runs.CPU) or next(iter(EXPECTED["recorded"].values()))
 
 
 def _close(a: str, b: str) -> bool:
@@ -30,7 +34,7 @@ def _close(a: str, b: str) -> bool:
 @pytest.mark.parametrize("name", list(pin_runs.RUNS))
 def test_pinned_run_replays(name, tmp_path):
     got = pin_runs.run(name, tmp_path)
-    want = EXPECTED["runs"][name]
+    want = RECORD[name]
     if SAME_TORCH:
         assert got["epochs"] == want["epochs"]
         assert got["summary"] == want["summary"]
