@@ -79,6 +79,8 @@ UI_INTERVAL_S = 0.1  # progress bar and status line: at most ten updates a secon
 SLOW_SHARE = 0.6  # an epoch whose threads got less than this share of their cores was slowed
 SLOW_MIN_S = 2.0  # epochs shorter than this (seconds) are too short to judge the CPU by
 CONTROL_WIDTH = "330px"  # the settings column; the curves and results sit beside it
+PLOT_SIZE, PLOT_DPI = (7.2, 2.3), 80  # inches, dots per inch: 576x184 px, shown unscaled
+PLOT_PX = f"{PLOT_SIZE[0] * PLOT_DPI:.0f}px"
 
 # What a saved notebook shows where the live dashboard was (widgets do not outlive the kernel).
 FALLBACK_TEXT = (
@@ -187,12 +189,18 @@ _TABLE_NOTE = (
     "newest first, in bold · epochs: done/asked · val/: validate every · px: image size · "
     "images: per split · loss: training · s: seconds"
 )
+# Selectors specific enough to win over JupyterLab's own table styles (0.5em padding).
+_T = "div.hybridlib-runs table.hybridlib-runs-table"
 _TABLE_CSS = (
-    ".hybridlib-runs-table {border-collapse: collapse; font-size: 12px}"
-    ".hybridlib-runs-table th, .hybridlib-runs-table td "
-    "{padding: 1px 5px; text-align: right; white-space: nowrap; border-bottom: 1px solid #ddd}"
-    ".hybridlib-runs-table thead th {position: sticky; top: 0; background: #fff}"
-    ".hybridlib-runs-table tbody tr:first-child {font-weight: bold}"
+    f"{_T} {{border-collapse: collapse; font-size: 12px; margin: 0}}"
+    f"{_T} th, {_T} td {{padding: 1px 5px; line-height: 18px; text-align: right; "
+    "white-space: nowrap; border: none; border-bottom: 1px solid #ddd}"
+    f"{_T} thead th {{position: sticky; top: 0; background: #fff}}"
+    f"{_T} tbody tr:first-child {{font-weight: bold}}"
+)
+_PLACEHOLDER = (
+    "<div style='padding-left:1em; color:#666'>Press Train: the loss and accuracy curves "
+    "appear here while the model trains, then the confusion matrix of the test split.</div>"
 )
 _STATUS_COLOURS = {"info": "#333333", "ok": "#1b5e20", "warning": "#8a5300", "error": "#b00020"}
 
@@ -333,10 +341,13 @@ class Dashboard:
         self.device_html = self._part(w.HTML(), "device")
         self.hint_html = self._part(w.HTML(), "hint")
         self.status_html = self._part(w.HTML(layout=w.Layout(min_height="24px")), "status")
-        self.plot = self._part(w.Image(format="png", layout=w.Layout(display="none")), "plot")
-        self.result_html = self._part(w.HTML(), "result")
+        self.plot = self._part(
+            w.Image(format="png", layout=w.Layout(display="none", width=PLOT_PX, max_width="100%")),
+            "plot",
+        )
+        self.result_html = self._part(w.HTML(_PLACEHOLDER), "result")
         self.confusion = self._part(
-            w.Image(format="png", layout=w.Layout(display="none", height="210px")), "confusion"
+            w.Image(format="png", layout=w.Layout(display="none", flex="0 0 auto")), "confusion"
         )
         self.runs_html = self._part(w.HTML(layout=w.Layout(width="100%")), "runs")
         self.widget = self._part(w.VBox(self._layout()), "dashboard")
@@ -365,13 +376,12 @@ class Dashboard:
             layout=w.Layout(width="340px", flex="0 0 auto"),
         )
         output = w.VBox(
-            [self.plot, w.HBox([self.confusion, self.result_html])],
+            [self.plot, w.HBox([self.confusion, w.VBox([self.result_html, self.hint_html])])],
             layout=w.Layout(flex="1 1 auto", min_width="0"),
         )
         title = w.HTML("<b>hybridlib training dashboard</b>")
         return [
             w.HBox([title, self.device_html], layout=w.Layout(grid_gap="1em")),
-            self.hint_html,
             w.HBox([settings, output]),
             self.status_html,
             self.runs_html,
@@ -385,9 +395,9 @@ class Dashboard:
         except HybridError as error:
             device = f"<span style='color:{_STATUS_COLOURS['error']}'>{escape(str(error))}</span>"
         busy = "" if load is None else f", load {load:.1f}"
-        self.device_html.value = (
-            f"device: {device} · torch threads: {threads} · CPU cores: {cores}{busy}"
-        )
+        if "threads" not in device:  # describe_device names the threads of a CPU device only
+            device += f" · torch CPU threads: {threads}"
+        self.device_html.value = f"device: {device} · CPU cores: {cores}{busy}"
         self._show_hint(thread_hint(threads, cores, free_cores(cores, load)))
 
     def _show_hint(self, hint: str) -> None:
@@ -731,7 +741,7 @@ class Dashboard:
 
     def _draw_curves(self) -> None:
         curves = self._curves
-        fig = Figure(figsize=(6.6, 2.6), layout="constrained")
+        fig = Figure(figsize=PLOT_SIZE, layout="constrained")
         ax_loss, ax_acc = fig.subplots(1, 2)
         ax_loss.plot(curves["x"], curves["loss"], color="tab:blue", label="training")
         ax_acc.plot(curves["x"], curves["acc"], color="tab:blue", label="training")
@@ -753,7 +763,7 @@ class Dashboard:
             fontsize="small",
         )
         with self._draw_lock:
-            self.plot.value = _png(fig)
+            self.plot.value = _png(fig, dpi=PLOT_DPI)
             self.plot.layout.display = None
 
     def _record(self, config: RunConfig, status: str, seconds: float) -> None:
@@ -796,8 +806,9 @@ class Dashboard:
     def _show_test(self, config: RunConfig) -> None:
         result, bundle = self.result, self.bundle
         fig = plot_confusion(result.confusion, list(bundle.classes), title="test split")
+        fig.set_size_inches(4.4, 3.8)  # beside the curves, within a 1280x800 screen
         with self._draw_lock:
-            self.confusion.value = _png(fig, dpi=50)
+            self.confusion.value = _png(fig, dpi=64)
             self.confusion.layout.display = None
         self.progress.bar_style = "success"
         self.result_html.value = (
@@ -812,7 +823,7 @@ class Dashboard:
         if not len(frame):
             return ""
         shown = frame.iloc[::-1].copy()  # newest first: in view without scrolling
-        shown["lr"] = shown["lr"].map("{:.0e}".format)
+        shown["lr"] = shown["lr"].map("{:.1e}".format)
         for column in ("val_acc", "test_acc"):
             shown[column] = shown[column].map(lambda v: "–" if pd.isna(v) else f"{v:.1%}")
         shown["train_loss"] = shown["train_loss"].map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
@@ -824,5 +835,5 @@ class Dashboard:
         return (
             f"<style>{_TABLE_CSS}</style>"
             f"<b>Runs of this session</b> <small>({_TABLE_NOTE})</small>"
-            f"<div style='max-width:100%; max-height:150px; overflow:auto'>{table}</div>"
+            f"<div style='max-width:100%; max-height:130px; overflow:auto'>{table}</div>"
         )
