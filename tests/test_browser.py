@@ -5,8 +5,11 @@ temporary config, data and runs folders) from this Python, so its kernel is this
 environment's, with ipywidgets. Playwright drives Debian's system `chromium` (no
 browser is downloaded): it opens a copy of notebook 09, runs all cells, sets the
 epochs through the widget, presses Train, waits for the curves and the test accuracy,
-and saves screenshots to `test-artifacts/` at the repository root. The server is
-stopped at the end, also when the test fails.
+and saves screenshots to `test-artifacts/` at the repository root. The window is a
+1280x800 laptop screen: the dashboard must fit it (at most 800 px tall) and every column
+header of the runs table must lie inside it; screenshots of the dashboard before and
+after its runs go to `figures/dashboard/` (palette PNGs, under 150 KB each). The server
+is stopped at the end, also when the test fails.
 
 Without Chromium (`apt-get install chromium`, which `python3 make.py test` does when
 it can) or Playwright, the test skips and says why; in CI (`CI` or
@@ -15,6 +18,7 @@ it can) or Playwright, the test skips and says why; in CI (`CI` or
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -28,12 +32,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image  # matplotlib's dependency, so always there
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "09_interactive_tuning.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
+FIGURES = ROOT / "figures" / "dashboard"
+VIEWPORT = {"width": 1280, "height": 800}  # a laptop screen
+MAX_PNG_BYTES = 150_000  # the committed screenshots stay small
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -198,6 +206,51 @@ PLOT_SHOWN_JS = """() => {
 }"""
 
 
+BOX_JS = """(element) => {
+    const box = element.getBoundingClientRect();
+    return {x: box.x, y: box.y, width: box.width, height: box.height};
+}"""
+
+
+def _inside(inner: dict, outer: dict) -> bool:
+    return (
+        inner["x"] >= outer["x"] - 0.5
+        and inner["y"] >= outer["y"] - 0.5
+        and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 0.5
+        and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 0.5
+    )
+
+
+def _assert_fits_the_screen(page, dashboard) -> None:
+    """The whole dashboard is at most as tall and as wide as the window."""
+    box = dashboard.evaluate(BOX_JS)
+    assert box["height"] <= VIEWPORT["height"], f"the dashboard is {box['height']:.0f} px tall"
+    assert box["x"] >= 0 and box["x"] + box["width"] <= VIEWPORT["width"], box
+
+
+def _assert_every_column_in_view(page, dashboard) -> None:
+    """Each header of the runs table lies inside the window and inside its scroll box."""
+    runs = dashboard.locator(".hybridlib-runs")
+    runs.scroll_into_view_if_needed()
+    window = {"x": 0, "y": 0, **VIEWPORT}
+    scroll_box = runs.locator("table.hybridlib-runs-table").locator("xpath=..").evaluate(BOX_JS)
+    headers = runs.locator("table.hybridlib-runs-table thead th")
+    names = headers.all_inner_texts()
+    assert "test acc" in names and "s" in names, names  # the results, up to the time
+    for index, name in enumerate(names):
+        box = headers.nth(index).evaluate(BOX_JS)
+        assert box["width"] > 0 and _inside(box, window), f"column {name!r} at {box}"
+        assert _inside(box, scroll_box), f"column {name!r} hidden in the scroll box {scroll_box}"
+
+
+def _save_screenshot(locator, path: Path) -> None:
+    """An element's screenshot as a palette PNG (a few tens of KB instead of hundreds)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.open(io.BytesIO(locator.screenshot())).convert("RGB")
+    image.quantize(colors=128).save(path, optimize=True)
+    assert path.stat().st_size < MAX_PNG_BYTES, f"{path} is {path.stat().st_size:,} bytes"
+
+
 def test_dashboard_trains_in_jupyterlab(lab_server):
     try:
         from playwright.sync_api import sync_playwright
@@ -214,7 +267,7 @@ def test_dashboard_trains_in_jupyterlab(lab_server):
             executable_path=chromium,
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1800},
+            viewport=VIEWPORT,
         )
         page = browser.new_page()
         try:
@@ -228,7 +281,17 @@ def test_dashboard_trains_in_jupyterlab(lab_server):
             page.wait_for_function(ALL_RAN_JS, timeout=RUN_ALL_S * 1000, polling=500)
             errors = page.locator('[data-mime-type="application/vnd.jupyter.error"]')
             assert errors.count() == 0, f"a cell failed:\n{errors.first.inner_text()}"
-            assert "press Train" in dashboard.locator(".hybridlib-status").inner_text()
+            # Run all ends at the notebook's bottom; off-screen cells are not rendered.
+            dashboard.scroll_into_view_if_needed()
+            status = dashboard.locator(".hybridlib-status")
+            page.wait_for_function(
+                "(e) => e.innerText.includes('press Train')",
+                arg=status.element_handle(),
+                timeout=30_000,
+            )
+            assert "CPU cores" in dashboard.locator(".hybridlib-device").inner_text()
+            _assert_fits_the_screen(page, dashboard)
+            _save_screenshot(dashboard, FIGURES / "dashboard_before.png")
 
             # Small settings through the widget, as a student would type them: one run of
             # one epoch, then one of two, so the runs table has a comparison to show.
@@ -248,7 +311,9 @@ def test_dashboard_trains_in_jupyterlab(lab_server):
             assert dashboard.locator("img.hybridlib-confusion").is_visible()
             assert dashboard.locator(".hybridlib-train").is_enabled()
 
-            dashboard.scroll_into_view_if_needed()
+            _assert_fits_the_screen(page, dashboard)
+            _assert_every_column_in_view(page, dashboard)
+            _save_screenshot(dashboard, FIGURES / "dashboard_after.png")
             dashboard.screenshot(path=str(ARTIFACTS / "09_dashboard.png"))
             page.screenshot(path=str(ARTIFACTS / "09_jupyterlab.png"))
         except BaseException:
