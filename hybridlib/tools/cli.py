@@ -176,6 +176,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_course_options(p: argparse.ArgumentParser) -> None:
+    """`course`: which notebooks run (an edition's folder) and whether solutions train."""
+    p.add_argument(
+        "--solutions",
+        action="store_true",
+        help="also train the extra runs of the solutions (run_solutions = True)",
+    )
+    p.add_argument(
+        "--notebooks",
+        default=None,
+        help="folder of the notebooks to run, e.g. build/editions/student "
+        "(default: the course's notebooks/)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hybridlib",
@@ -325,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "VALUE"),
         help="override a notebook parameter",
     )
+    _add_course_options(p)
 
     p = sub.add_parser("figures", help="redraw the architecture figures from the models")
     p.add_argument("--out", default=None, help="(default: figures/architectures)")
