@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""The course's two set-up commands, for a fresh machine with only Python 3.10+.
+"""The course's set-up commands, for a fresh machine with only Python 3.10+.
 
     python3 make.py course   # install everything, then run the whole course headlessly
     python3 make.py test     # install everything, then lint and run the full test suite
+    python3 make.py editions # write the student and instructor editions to build/editions/
 
-Both create (or reuse) a virtual environment in `.venv/` beside this file and
+Each creates (or reuses) a virtual environment in `.venv/` beside this file and
 install the package into it with the tested versions in `constraints.txt`.
-Running either twice in a row is safe: the second run installs nothing unless
+Running one twice in a row is safe: the second run installs nothing unless
 `pyproject.toml` or `constraints.txt` changed.
 
 Extra arguments are passed on: `python3 make.py course --profile paper`,
-`python3 make.py test -k models -x`.
+`python3 make.py test -k models -x`, `python3 make.py editions --out DIR`.
 """
 
 from __future__ import annotations
@@ -104,6 +105,12 @@ def course(args: list[str]) -> int:
     return run(PYTHON, "-m", "hybridlib", "course", *args)
 
 
+def editions(args: list[str]) -> int:
+    """The student and the instructor edition of the notebooks (hybridlib.tools.editions)."""
+    ensure_venv()
+    return run(PYTHON, "-m", "hybridlib.tools.editions", *args)
+
+
 def test(args: list[str]) -> int:
     ensure_venv()
     ensure_chromium()
@@ -118,7 +125,7 @@ def test(args: list[str]) -> int:
     return code
 
 
-COMMANDS = {"course": course, "test": test}
+COMMANDS = {"course": course, "test": test, "editions": editions}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

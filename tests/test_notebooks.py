@@ -48,6 +48,7 @@ KNOWN_PARAMETERS = {
     "device",
     "data_root",
     "out_dir",
+    "run_solutions",
 }
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 REAL_DATA_FOLDERS = ("cifar10-jpg", "caltech101", "tiny-imagenet-200")
@@ -210,7 +211,7 @@ def test_course_runs(course, monkeypatch):
     for name, value in course.env.items():  # the kernels inherit this environment
         monkeypatch.setenv(name, value)
     try:
-        run_course(profile="quick", out=course.out)
+        run_course(profile="quick", out=course.out, run_solutions=True)
     finally:
         course.finished = True
     executed = sorted(p.name for p in (course.out / "notebooks").glob("*.ipynb"))
@@ -229,7 +230,9 @@ def test_nbval(path, course, tmp_path, monkeypatch):
 
         for name, value in course.env.items():
             monkeypatch.setenv(name, value)
-        run_course(profile="quick", out=tmp_path / "alone", only=[path.name[:2]])
+        run_course(
+            profile="quick", out=tmp_path / "alone", only=[path.name[:2]], run_solutions=True
+        )
         reference = tmp_path / "alone" / "notebooks" / path.name
     nb = _read(reference)
     checked = [c for c in nb.cells if _is_checked(c)]

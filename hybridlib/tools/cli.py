@@ -261,6 +261,17 @@ def _add_course(sub) -> None:
         metavar=("NAME", "VALUE"),
         help="override a notebook parameter",
     )
+    p.add_argument(
+        "--solutions",
+        action="store_true",
+        help="also train the extra runs of the solutions (run_solutions = True)",
+    )
+    p.add_argument(
+        "--notebooks",
+        default=None,
+        help="folder of the notebooks to run, e.g. build/editions/student "
+        "(default: the course's notebooks/)",
+    )
 
 
 def _add_figures(sub) -> None:

@@ -3,6 +3,8 @@
     python -m hybridlib course                  # quick profile: embedded digits data, CPU is enough
     python -m hybridlib course --profile paper  # the papers' settings on the real data sets
     python -m hybridlib course --only 02 05 -p epochs 3
+    python -m hybridlib course --solutions      # also train the solutions' extra runs
+    python -m hybridlib course --notebooks build/editions/student   # an edition (make.py editions)
 
 Executed notebooks go to `<out>/notebooks/`, figures to `<out>/figures/`,
 runs to `<out>/runs/` (default `<out>`: `$HYBRIDLIB_RUNS/course-<profile>`).
@@ -129,6 +131,7 @@ def run_course(
     overrides: dict[str, object] | None = None,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     kernel_name: str = "python3",
+    run_solutions: bool = False,
 ) -> Path:
     """Execute the course notebooks with papermill.
 
@@ -137,6 +140,9 @@ def run_course(
         out: output folder; default `$HYBRIDLIB_RUNS/course-<profile>`.
         only: run only notebooks whose names start with these prefixes.
         overrides: extra parameters for every notebook that declares them.
+        notebooks_dir: where the notebooks are (e.g. an edition's folder).
+        run_solutions: also train the extra runs of the solutions, in the notebooks
+            whose `parameters` cell declares `run_solutions` (the tests do).
     Returns:
         The output folder.
     Raises:
@@ -154,6 +160,7 @@ def run_course(
     wanted = {
         "data_root": str(data_root()),
         "out_dir": str(out),
+        "run_solutions": run_solutions,
         **PROFILES[profile],
         **overrides,
     }
@@ -193,5 +200,13 @@ def run_course(
 
 def cli_course(args) -> int:
     overrides = {name: _parse_value(value) for name, value in args.parameter}
-    run_course(args.profile, args.out, args.only, overrides)
+    notebooks_dir = Path(args.notebooks).expanduser().resolve() if args.notebooks else NOTEBOOKS_DIR
+    run_course(
+        args.profile,
+        args.out,
+        args.only,
+        overrides,
+        notebooks_dir=notebooks_dir,
+        run_solutions=args.solutions,
+    )
     return 0
