@@ -148,7 +148,7 @@ def executed_before(tmp_path):
     "name, value, expected",
     [
         ("epoch", "3", "unknown notebook parameter 'epoch' (-p epoch ...); did you mean 'epochs'?"),
-        ("epochs", "three", "parameter epochs is a int in 02_cnn.ipynb (default 3), got 'three'"),
+        ("epochs", "three", "parameter epochs is a int in 02_cnn.ipynb (default 5), got 'three'"),
         ("epochs", "2.5", "got 2.5; pass e.g. -p epochs 3"),
         ("dataset", "3", "parameter dataset is a str in 02_cnn.ipynb"),
     ],
@@ -160,7 +160,7 @@ def test_course_refuses_bad_parameters_before_writing(
     message = fails(capsys, "course", "--only", "02", "--out", str(out), "-p", name, value)
     assert expected in message
     if name == "epoch":  # the list of what the notebook declares
-        assert "declare: data_root, dataset, device, epochs, limit, out_dir" in message
+        assert "declare: data_root, dataset, device, epochs, flip, limit, lr, out_dir" in message
     assert earlier.read_bytes() == content and earlier.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in out.rglob("*")) == ["02_cnn.ipynb", "notebooks"]
 
