@@ -17,17 +17,15 @@ included; the student's unwritten exercise is reported, the instructor's passes.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
-from test_notebooks import CHECK_MARKER, NOTEBOOKS, Course, _is_checked
+from test_notebooks import CHECK_MARKER, NOTEBOOKS, Course, _is_checked, run_nbval
 
 from hybridlib import exercises
 from hybridlib.tools.editions import CHECK_TAG, DEFAULT_OUT, make_editions
@@ -191,26 +189,7 @@ def test_an_edition_runs_and_passes_nbval(edition, editions, tmp_path_factory, m
     assert expected in printed
     assert all(cell.outputs for cell in nb.cells if _is_checked(cell))
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            "--nbval-cell-timeout=600",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--no-header",
-            str(executed),
-        ],
-        cwd=executed.parent,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    result = run_nbval(executed, env)
     assert result.returncode == 0, (
         f"nbval failed on the {edition} edition:\n{result.stdout[-6000:]}"
     )

@@ -54,6 +54,21 @@ CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 REAL_DATA_FOLDERS = ("cifar10-jpg", "caltech101", "tiny-imagenet-200")
 
 
+def run_nbval(executed: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`pytest --nbval-lax` on an executed notebook, in a fresh process and kernel."""
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
+               "--nbval-cell-timeout=600", "-p", "no:cacheprovider", "-q", "--no-header",
+               str(executed)]  # fmt: skip
+    return subprocess.run(
+        command,
+        cwd=executed.parent,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
 def _read(path: Path) -> nbformat.NotebookNode:
     return nbformat.read(path, as_version=4)
 
@@ -246,24 +261,5 @@ def test_nbval(path, course, tmp_path, monkeypatch):
     for fact in _independent_facts(path.stem, course.data):
         assert fact in printed, f"{path.name}: expected the checked cells to print {fact!r}"
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            "--nbval-cell-timeout=600",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--no-header",
-            str(reference),
-        ],
-        cwd=reference.parent,
-        env={**os.environ, **course.env},
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    result = run_nbval(reference, course.env)
     assert result.returncode == 0, f"nbval failed on {path.name}:\n{result.stdout[-6000:]}"

@@ -79,7 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridlib.config import TRAIN_OPTIONS, RunConfig
+from hybridlib.config import RunConfig
 from hybridlib.engine import distributed, fast
 from hybridlib.engine.trainer import DivergedError, run_training
 from hybridlib.errors import HybridError, choices_error
@@ -119,6 +119,14 @@ class Grid:
 # course's improved recipe's (hybridlib.config.RECIPES).
 PAPER_B_WEIGHT_DECAY = 5e-4
 
+
+# The `train` options (`TRAIN_OPTIONS`) that `reproduce` takes and applies to every run
+# of a grid; the grid itself sets the others (model, data set, seed, epochs, ...).
+GRID_OPTIONS = (
+    "device", "data_root", "download", "folder", "num_classes", "recipe", "limit",
+    "deterministic", "augment", "flip", "weight_decay", "amp", "cpu_bf16", "step_mode",
+    "per_rank_batch",
+)  # fmt: skip
 
 GRIDS = {
     # paper A, Table I: batch 16, lr 1e-4, 30 epochs, validation every 5
@@ -427,12 +435,11 @@ def _grid_dir(args) -> Path:
 
 def _run_settings(args) -> dict[str, Any]:
     """The `RunConfig` fields the command line sets for every run of the grid."""
-    grid = {"model", "dataset", "batch_size", "epochs", "lr", "val_every", "seed", "recipe", "out"}
     # None: the grid's value (flips and weight decay per model), or the dataclass's
     settings = {
         name: getattr(args, name)
-        for name in TRAIN_OPTIONS
-        if name not in grid and getattr(args, name, None) is not None
+        for name in GRID_OPTIONS
+        if name != "recipe" and getattr(args, name, None) is not None
     }
     return settings
 

@@ -362,16 +362,10 @@ def run_bench(
     )
     torch_device = runtime.resolve_device(device)
     runtime.set_threads(torch_device)
+    run_fields = ("model", "dataset", "batch_size", "seed", "data_root", "limit", "folder")
     config = RunConfig(
-        model=model,
-        dataset=dataset,
-        batch_size=batch_size,
-        seed=seed,
+        **{name: settings[name] for name in (*run_fields, "num_classes")},
         device=str(torch_device),
-        data_root=data_root,
-        limit=limit,
-        folder=folder,
-        num_classes=num_classes,
         progress=False,
     )
     bundle = load_bundle(config)

@@ -28,7 +28,7 @@ import threading
 from hybridlib import __version__, runtime
 from hybridlib.config import DEFAULTS, RECIPES, STEP_MODES, TRAIN_OPTIONS
 from hybridlib.errors import HybridError, Terminated
-from hybridlib.study.reproduce import GRIDS
+from hybridlib.study.reproduce import GRID_OPTIONS, GRIDS
 from hybridlib.tools.course import PROFILES
 
 # command -> (module, function) that carries it out.
@@ -99,12 +99,6 @@ _TYPES = {
     "num_classes": positive_int,
     "folder": absolute_path,
 }
-# The `train` options that `reproduce` applies to every run of a grid.
-GRID_OPTIONS = (
-    "device", "data_root", "download", "folder", "num_classes", "recipe", "limit",
-    "deterministic", "augment", "flip", "weight_decay", "amp", "cpu_bf16", "step_mode",
-    "per_rank_batch",
-)  # fmt: skip
 CHOICES = {"recipe": tuple(RECIPES), "step_mode": STEP_MODES}
 
 
