@@ -270,7 +270,11 @@ def _add_course(sub) -> None:
 
 def _add_figures(sub) -> None:
     p = sub.add_parser("figures", help="redraw the architecture figures from the models")
-    p.add_argument("--out", default=None, help="(default: figures/architectures)")
+    p.add_argument("--out", default=None, help="(default: figures/architectures, or figures/data)")
+    p.add_argument(
+        "--samples", action="store_true", help="draw sample grids of the data sets instead"
+    )
+    config_option(p, "data_root")
 
 
 def _add_data(sub) -> None:

@@ -38,6 +38,7 @@ from hybridlib.models import (
     build_model,
     model_stats,
 )
+from hybridlib.tools import samples
 
 __all__ = ["Node", "cli_figures", "draw_architecture", "save_architecture_figures", "trace"]
 
@@ -475,7 +476,12 @@ def save_architecture_figures(out=None, names=MODEL_NAMES, *, dpi: int = 100) ->
 
 
 def cli_figures(args) -> int:
-    """`python -m hybridlib figures [--out DIR]`."""
-    for path in save_architecture_figures(getattr(args, "out", None)):
+    """`python -m hybridlib figures [--out DIR]`; with `--samples`, the data sets' grids."""
+    out = getattr(args, "out", None)
+    if getattr(args, "samples", False):
+        paths = samples.save_sample_figures(args.data_root, out)
+    else:
+        paths = save_architecture_figures(out)
+    for path in paths:
         print(path)
     return 0
