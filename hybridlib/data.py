@@ -23,8 +23,9 @@ Data sets (`name`: where it is read from under the data root -> train / val / te
   The image files that are there are used, whatever their names; hidden and non-image
   files (`.DS_Store`, notes) are left out, as torchvision's folder datasets do.
 - `tiny-imagenet`: `tiny-imagenet-200/` in its original layout; the first 5 class ids in
-  sorted order (paper A's setting; `num_classes` picks another count) and only the
-  training folders, as in paper A: 1,800 / 200 / 500.
+  sorted order (paper A uses five classes but does not say which: these are the
+  course's choice; `num_classes` picks another count) and only the training folders,
+  as in paper A: 1,800 / 200 / 500.
 - `digits`: scikit-learn's embedded handwritten digits (no files, no network): 1,293 /
   144 / 360. The course's quick profile uses it.
 - `folder`: `folder=PATH`, any folder of class sub-folders of images.
