@@ -207,13 +207,15 @@ def plot_curves(histories, *, title: str | None = None, save=None) -> Figure:
         title: figure title.
         save: path to save the figure to.
     Returns:
-        The Figure: rows = models, columns = (loss, accuracy %).
+        The Figure: rows = models, columns = (loss, accuracy %), every column on one
+        y scale.
     """
     if not isinstance(histories, Mapping):
         histories = {"": histories}
     rows = len(histories)
     fig = Figure(figsize=(10, 3.2 * rows), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False))
+    # one scale per column, so that the models' rows can be compared by eye
+    axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False, sharex=True, sharey="col"))
     palette = {"training": "tab:blue", "validation": "tab:orange"}
     for row, (label, sources) in enumerate(histories.items()):
         if not isinstance(sources, (list, tuple)):

@@ -435,6 +435,8 @@ def test_plot_curves(grid, tmp_path):
     run_dirs = sorted(grid.glob("cifar10-cnn-s[012]"))
     fig = plots.plot_curves({"CNN": run_dirs, "one": run_dirs[0]}, save=tmp_path / "c.png")
     assert isinstance(fig, Figure) and len(fig.axes) == 4
+    loss_cnn, acc_cnn, loss_one, acc_one = fig.axes  # rows compared on one scale per column
+    assert loss_cnn.get_ylim() == loss_one.get_ylim() and acc_cnn.get_ylim() == acc_one.get_ylim()
     assert (tmp_path / "c.png").stat().st_size > 0
     history = History.from_frame(pd.read_csv(run_dirs[0] / "metrics.csv"))
     assert len(plots.plot_curves(history).axes) == 2
