@@ -448,9 +448,7 @@ def _draw_box(ax, node: Node, x: float, y: float) -> None:
 
 
 def _default_out() -> Path:
-    repo = Path(__file__).resolve().parents[2]
-    base = repo if (repo / "pyproject.toml").is_file() else Path.cwd()
-    return base / "figures" / "architectures"
+    return samples.repo_figures("architectures")
 
 
 def save_architecture_figures(out=None, names=MODEL_NAMES, *, dpi: int = 100) -> list[Path]:

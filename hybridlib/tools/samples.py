@@ -20,11 +20,16 @@ from hybridlib.data import load_dataset
 REAL = ("cifar10", "caltech101", "tiny-imagenet")
 
 
-def default_out() -> Path:
-    """figures/data in the repository (or under the working directory, installed)."""
+def repo_figures(folder: str) -> Path:
+    """figures/<folder> in the repository (or under the working directory, installed)."""
     repo = Path(__file__).resolve().parents[2]
     base = repo if (repo / "pyproject.toml").is_file() else Path.cwd()
-    return base / "figures" / "data"
+    return base / "figures" / folder
+
+
+def default_out() -> Path:
+    """figures/data, where the committed sample grids live."""
+    return repo_figures("data")
 
 
 def save_sample_figures(
