@@ -4,6 +4,7 @@
     python3 make.py course   # install everything, then run the whole course headlessly
     python3 make.py test     # install everything, then lint and run the full test suite
     python3 make.py editions # write the student and instructor editions to build/editions/
+    python3 make.py site     # run the course, then build its website into build/site/html/
 
 Each creates (or reuses) a virtual environment in `.venv/` beside this file and
 install the package into it with the tested versions in `constraints.txt`.
@@ -11,7 +12,8 @@ Running one twice in a row is safe: the second run installs nothing unless
 `pyproject.toml` or `constraints.txt` changed.
 
 Extra arguments are passed on: `python3 make.py course --profile paper`,
-`python3 make.py test -k models -x`, `python3 make.py editions --out DIR`.
+`python3 make.py test -k models -x`, `python3 make.py editions --out DIR`,
+`python3 make.py site --executed DIR`.
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ def editions(args: list[str]) -> int:
     return run(PYTHON, "-m", "hybridlib.tools.editions", *args)
 
 
+def site(args: list[str]) -> int:
+    """The course as a static website (hybridlib.tools.site)."""
+    ensure_venv()
+    return run(PYTHON, "-m", "hybridlib", "site", *args)
+
+
 def test(args: list[str]) -> int:
     ensure_venv()
     ensure_chromium()
@@ -125,7 +133,7 @@ def test(args: list[str]) -> int:
     return code
 
 
-COMMANDS = {"course": course, "test": test, "editions": editions}
+COMMANDS = {"course": course, "test": test, "editions": editions, "site": site}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

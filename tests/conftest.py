@@ -45,3 +45,11 @@ def tmp_env(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HYBRIDLIB_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("HYBRIDLIB_RUNS", str(tmp_path / "runs"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def course(tmp_path_factory):
+    """The session's quick course folder (test_notebooks.Course): run once, read by many."""
+    from test_notebooks import Course
+
+    return Course(tmp_path_factory.mktemp("course"))

@@ -57,7 +57,7 @@ EPOCHS = (1, 2)  # two runs, set through the widget; the notebook starts with 3
 # Timeouts (seconds): every wait is bounded.
 SERVER_START_S = 90
 PAGE_LOAD_S = 120
-RUN_ALL_S = 300  # the exercise solutions train seven small runs
+RUN_ALL_S = 300  # Run All: every cell, the solutions' extra runs skipped (run_solutions False)
 TRAIN_S = 240
 
 

@@ -213,11 +213,6 @@ class Course:
         return executed if self.finished and executed.exists() else None
 
 
-@pytest.fixture(scope="session")
-def course(tmp_path_factory) -> Course:
-    return Course(tmp_path_factory.mktemp("course"))
-
-
 @pytest.mark.slow
 def test_course_runs(course, monkeypatch):
     """The README's `python -m hybridlib course` (quick profile) runs every notebook."""

@@ -6,6 +6,7 @@
     python -m hybridlib results RUN_DIR [RUN_DIR ...]
     python -m hybridlib bench --model cnn --dataset digits --steps 50
     python -m hybridlib course --profile quick
+    python -m hybridlib site
     python -m hybridlib figures
     python -m hybridlib data caltech101
 
@@ -39,6 +40,7 @@ HANDLERS = {
     "results": ("hybridlib.study.results", "cli_results"),
     "bench": ("hybridlib.tools.bench", "cli_bench"),
     "course": ("hybridlib.tools.course", "cli_course"),
+    "site": ("hybridlib.tools.site", "cli_site"),
     "figures": ("hybridlib.tools.diagrams", "cli_figures"),
     "data": ("hybridlib.data", "cli_data"),
 }
@@ -268,6 +270,19 @@ def _add_course(sub) -> None:
     )
 
 
+def _add_site(sub) -> None:
+    p = sub.add_parser("site", help="run the course, then build its website (both editions)")
+    p.add_argument(
+        "--executed",
+        default=None,
+        help="folder of notebooks executed already (e.g. <course out>/notebooks); "
+        "default: run the course first, quick profile with the solutions' runs",
+    )
+    p.add_argument(
+        "--out", default="build/site", help="folder for the site's html/ (default: build/site)"
+    )
+
+
 def _add_figures(sub) -> None:
     p = sub.add_parser("figures", help="redraw the architecture figures from the models")
     p.add_argument("--out", default=None, help="(default: figures/architectures, or figures/data)")
@@ -290,7 +305,7 @@ def _add_data(sub) -> None:
 
 
 SUBCOMMANDS = (_add_train, _add_evaluate, _add_reproduce, _add_results, _add_bench,
-               _add_course, _add_figures, _add_data)  # fmt: skip
+               _add_course, _add_site, _add_figures, _add_data)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,7 +337,7 @@ def given_options(argv: list[str] | None) -> set[str]:
 
 
 # Commands that compute, and so read $HYBRIDLIB_THREADS (checked before they start).
-COMPUTING = ("train", "evaluate", "reproduce", "bench", "course")
+COMPUTING = ("train", "evaluate", "reproduce", "bench", "course", "site")
 
 
 def main(argv: list[str] | None = None) -> int:
