@@ -63,3 +63,14 @@ def test_per_class_names_the_hardest_classes():
 
 def test_no_pairs_no_claims():
     assert "No comparisons" in findings.findings_markdown(_pairs().iloc[0:0])
+
+
+def test_the_recipe_line_names_the_split_it_was_compared_on():
+    tests = pd.read_csv(ROOT / "results" / "paper-a" / "paper_a_tests.csv")
+    recipes = pd.read_csv(ROOT / "results" / "improved-vs-paper" / "paper_a_recipes.csv")
+    text = findings.findings_markdown(
+        tests, recipes, labels={"cifar10": "CIFAR-10"}, recipe_labels={"cifar10": "CIFAR-10 (9k)"}
+    )
+    recipe_line = next(line for line in text.splitlines() if "**The recipe**" in line)
+    assert "CIFAR-10 (9k)" in recipe_line and "caltech101" in recipe_line
+    assert "CIFAR-10 (9k)" not in text.replace(recipe_line, "")

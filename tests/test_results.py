@@ -15,6 +15,7 @@ from scipy import stats
 from hybridlib import plots
 from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
+from hybridlib.errors import HybridError
 from hybridlib.models import build_model
 from hybridlib.study import figures, results
 from hybridlib.tools import cli
@@ -301,6 +302,32 @@ def test_a_smaller_training_split_is_labelled_a_subset(tmp_path):
     assert "Caltech 101" in wide.columns  # the paper's full split: no note
     assert results.dataset_label("cifar10", 45_000) == "CIFAR-10"
     assert results.dataset_label("digits", 100) == "digits"
+
+
+def test_a_cell_never_mixes_two_splits(tmp_path):
+    # the CIFAR-10 subset of an older study beside the complete data: two experiments
+    for seed in range(2):
+        make_run(tmp_path / "subset", "cnn", "cifar10", seed, 0.56, train_size=9_000)
+        make_run(tmp_path / "full", "cnn", "cifar10", seed, 0.75, train_size=45_000)
+        make_run(tmp_path / "full", "cnn_lstm", "cifar10", seed, 0.74, train_size=45_000)
+        make_run(tmp_path / "imp", "cnn", "cifar10", seed, 0.70, train_size=9_000,
+                 recipe="improved")  # fmt: skip
+    folders = [tmp_path / "subset", tmp_path / "full"]
+    for table in (results.paper_table, results.compare_pairs):
+        with pytest.raises(HybridError, match="9,000, 45,000 training images"):
+            table(folders, "paper-a")
+    with pytest.raises(HybridError, match="different splits"):
+        results.compare_recipes([tmp_path / "full", tmp_path / "imp"], "paper-a")
+    everything = results.read_runs([*folders, tmp_path / "imp"])
+    largest = results.one_split(everything)
+    paper = largest[largest["recipe"] == "paper"]
+    assert set(paper["train_size"]) == {45_000} and len(paper) == 4
+    assert set(largest.loc[largest["recipe"] == "improved", "train_size"]) == {9_000}
+    assert results.paper_table(paper, "paper-a").loc[("cnn", "cifar10"), "mean"] == 75.0
+    common = results.one_split(everything, common=True)  # the size both recipes have
+    assert set(common["train_size"]) == {9_000} and len(common) == 4
+    compared = results.compare_recipes(common, "paper-a").set_index("model")
+    assert compared.loc["cnn", "diff"] == pytest.approx(14.0)
 
 
 def recipe_grid(root):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hybridlib.errors import HybridError
 from hybridlib.study import results
 from hybridlib.tools import cli
 
@@ -170,3 +171,19 @@ def test_results_readme_shows_the_committed_numbers():
                 model,
                 dataset,
             )
+
+
+def test_the_complete_cifar10_column_is_the_papers_split_and_never_mixed_with_the_subset():
+    complete = committed_runs("paper-a-cifar10-complete")
+    assert set(complete["train_size"]) == {45_000} and set(complete["test_size"]) == {10_000}
+    everything = results.read_runs(RESULTS)  # what notebook 08 reads: both splits
+    with pytest.raises(HybridError, match="different splits"):
+        results.paper_table(everything, "paper-a")
+    paper = results.one_split(everything)
+    paper = paper[paper["recipe"] == "paper"]
+    table = results.paper_table(paper, "paper-a")
+    cifar = table.xs("cifar10", level="dataset")
+    assert (cifar["n_seeds"] == 3).all() and set(cifar["train_size"]) == {45_000}
+    common = results.one_split(everything, common=True)  # the recipes on equal data
+    cells = common[common["dataset"] == "cifar10"]
+    assert set(cells["train_size"]) == {9_000} and set(cells["recipe"]) == {"paper", "improved"}

@@ -81,9 +81,10 @@ def recipe_findings(
     labels = labels or {}
     real = recipes[recipes["p_holm"] < alpha]
     smallest, largest = recipes["diff"].min(), recipes["diff"].max()
+    where = ", ".join(_name(labels, d) for d in dict.fromkeys(recipes["dataset"]))
     line = (
         f"* **The recipe**: the improved recipe minus the paper's ranges from "
-        f"{smallest:+.1f} to {largest:+.1f} points over {len(recipes)} cells; "
+        f"{smallest:+.1f} to {largest:+.1f} points over {len(recipes)} cells ({where}); "
         f"{len(real)} of them exceed seed noise after Holm's correction."
     )
     if len(real) < len(recipes):
@@ -126,9 +127,13 @@ def findings_markdown(
     recall: Mapping[str, pd.DataFrame] | None = None,
     *,
     labels: Mapping[str, str] | None = None,
+    recipe_labels: Mapping[str, str] | None = None,
     alpha: float = 0.05,
 ) -> str:
     """The findings of the tables as Markdown: models, recipe, classes.
+
+    `recipe_labels` name the data sets of the recipe comparison where it ran on
+    another split than `tests` (default: `labels`).
 
     Returns:
         Markdown text; its every number is one of the tables' values, rounded.
@@ -136,7 +141,7 @@ def findings_markdown(
     if not len(tests):
         return "No comparisons: the runs hold fewer than two seeds per cell."
     lines = model_findings(tests, labels, alpha=alpha)
-    lines += recipe_findings(recipes, labels, alpha=alpha)
+    lines += recipe_findings(recipes, recipe_labels or labels, alpha=alpha)
     lines += per_class_findings(recall or {}, labels)
     seeds = sorted({int(n) for n in pd.concat([tests["n_a"], tests["n_b"]]) if not math.isnan(n)})
     note = (

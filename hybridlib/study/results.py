@@ -69,7 +69,14 @@ from hybridlib.study.papers import (
     dataset_labels,
 )
 from hybridlib.study.report import provenance, write_tables
-from hybridlib.study.runs import RUN_COLUMNS, complete_runs, copy_runs, find_run_dirs, read_runs
+from hybridlib.study.runs import (
+    RUN_COLUMNS,
+    complete_runs,
+    copy_runs,
+    find_run_dirs,
+    one_split,
+    read_runs,
+)
 from hybridlib.study.stats import (
     binomial_se,
     holm,
@@ -99,6 +106,7 @@ __all__ = [
     "holm",
     "minimum_detectable_effect",
     "one_run_range",
+    "one_split",
     "paper_table",
     "pooled_sd",
     "provenance",

@@ -3,6 +3,7 @@
     from hybridlib.study.runs import complete_runs, copy_runs, read_runs
     runs = read_runs(["~/hybridlib/runs/paper-a"])   # one row per run folder (RUN_COLUMNS)
     finished = complete_runs(runs)                   # status "complete", with a test accuracy
+    one_split(finished)                              # per data set, the largest training split
     copy_runs(finished, "results/paper-a/runs")      # without checkpoints, to share or commit
 
 A run folder is what `run_training` leaves: `config.json`, then `summary.json`
@@ -27,6 +28,7 @@ __all__ = [
     "RUN_FILES",
     "complete_runs",
     "copy_runs",
+    "one_split",
     "find_run_dirs",
     "read_runs",
     "write_atomic",
@@ -121,6 +123,30 @@ def complete_runs(runs) -> pd.DataFrame:
     or of run / grid directories."""
     runs = read_runs(runs)
     return runs[(runs["status"] == "complete") & runs["test_acc"].notna()]
+
+
+def one_split(runs, *, common: bool = False) -> pd.DataFrame:
+    """The runs of one training split per data set: those with the most training images.
+
+    A data set's runs may come from different splits (the CIFAR-10 subset of an older
+    study beside the complete data); a table cell mixing them would average two
+    experiments, which the tables refuse (`HybridError`). This keeps, per data set and
+    recipe, the runs of the largest `train_size`; with `common=True`, the largest size
+    that every recipe of that data set has runs at, so that recipes compare on equal
+    data. Runs without a known size are kept only where no size is known.
+    """
+    runs = read_runs(runs)
+    recipe = runs["recipe"].fillna("paper")
+    keep = pd.Series(False, index=runs.index)
+    for _, rows in runs.groupby("dataset", sort=False):
+        by_recipe = [group.index for _, group in rows.groupby(recipe[rows.index])]
+        sizes = [set(runs.loc[g, "train_size"].dropna().astype(int)) for g in by_recipe]
+        if common:
+            by_recipe, sizes = [rows.index], [set.intersection(*sizes)]
+        for index, known in zip(by_recipe, sizes, strict=True):
+            size = runs.loc[index, "train_size"]
+            keep[index] = size.isna() if not known else size == max(known)
+    return runs[keep]
 
 
 def copy_runs(paths, dest: str | os.PathLike) -> list[Path]:

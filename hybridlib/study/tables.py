@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hybridlib.errors import HybridError
 from hybridlib.study.papers import LABELS, dataset_labels, table_spec
 from hybridlib.study.runs import complete_runs
 from hybridlib.study.stats import binomial_se, holm_verdicts, one_run_range, welch_test
@@ -60,7 +61,7 @@ def paper_table(
         the paper's single run lies in that range; None where either is missing).
     """
     spec = table_spec(table)
-    runs = complete_runs(runs)
+    runs = _one_split_per_cell(complete_runs(runs))
     models = tuple(models or spec["models"])
     runs = runs[runs["model"].isin(models)]
     if datasets is None:
@@ -83,6 +84,24 @@ def paper_table(
     if len(recipes) == 1:
         frame = frame.drop(columns="recipe")
     return frame.set_index(keys)
+
+
+def _one_split_per_cell(runs: pd.DataFrame, *, across_recipes: bool = False) -> pd.DataFrame:
+    """`runs`, after checking that no cell (model, data set, recipe; with
+    `across_recipes`, model and data set) mixes runs trained on different splits."""
+    keys = ["model", "dataset"] + ([] if across_recipes else ["recipe"])
+    cells = runs.assign(recipe=runs["recipe"].fillna("paper"))
+    for key, cell in cells.groupby(keys, sort=False):
+        sizes = sorted(set(cell["train_size"].dropna().astype(int)))
+        if len(sizes) > 1:
+            what = ", ".join(f"{size:,}" for size in sizes)
+            raise HybridError(
+                f"the runs of {key[0]} on {key[1]}{f' ({key[2]} recipe)' if len(key) > 2 else ''}"
+                f" were trained on different splits ({what} training images): a cell must "
+                "be one experiment; keep one split per data set with "
+                "`hybridlib.study.results.one_split`"
+            )
+    return runs
 
 
 def _cell_summary(cell: pd.DataFrame, paper: float) -> dict[str, Any]:
@@ -231,7 +250,7 @@ def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.Da
         then says which), and the Holm family is then each recipe's comparisons.
     """
     spec = table_spec(table)
-    runs = complete_runs(runs)
+    runs = _one_split_per_cell(complete_runs(runs))
     recipes = sorted(runs["recipe"].fillna("paper").unique()) or ["paper"]
     rows = []
     for recipe in recipes:
@@ -302,6 +321,7 @@ def compare_recipes(
     spec = table_spec(table)
     runs = complete_runs(runs)
     recipe = runs["recipe"].fillna("paper")
+    _one_split_per_cell(runs[recipe.isin([base, other])], across_recipes=True)
     base_runs, other_runs = runs[recipe == base], runs[recipe == other]
     family = []
     for model in spec["models"]:
