@@ -7,9 +7,13 @@
     python3 make.py site     # run the course, then build its website into build/site/html/
 
 Each creates (or reuses) a virtual environment in `.venv/` beside this file and
-install the package into it with the tested versions in `constraints.txt`.
+installs the package into it with the tested versions in `constraints.txt`.
 Running one twice in a row is safe: the second run installs nothing unless
-`pyproject.toml` or `constraints.txt` changed.
+`pyproject.toml`, `constraints.txt` or the stack changed.
+
+`HYBRIDLIB_STACK` chooses what gets installed (the CI workflow's matrix uses it):
+`tested` (default) the pins of `constraints.txt`; `oldest` every dependency at
+the lower bound `pyproject.toml` promises; `newest` the newest release of each.
 
 Extra arguments are passed on: `python3 make.py course --profile paper`,
 `python3 make.py test -k models -x`, `python3 make.py editions --out DIR`,
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +36,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".hybridlib-installed"
+STACKS = ("tested", "oldest", "newest")
+OLDEST = ROOT / "build" / "constraints-oldest.txt"
 
 
 def say(message: str) -> None:
@@ -48,8 +55,34 @@ def check(*cmd: str | Path) -> None:
         sys.exit(code)
 
 
+def stack() -> str:
+    name = os.environ.get("HYBRIDLIB_STACK") or "tested"
+    if name not in STACKS:
+        sys.exit(f"HYBRIDLIB_STACK={name!r}: choose one of {', '.join(STACKS)}")
+    return name
+
+
+def lower_bounds() -> list[str]:
+    """`name==version` for every `name>=version` requirement in pyproject.toml (read with
+    a pattern, not tomllib, which Python 3.10 lacks)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    text = text[text.index("[project]") : text.index("[project.scripts]")]
+    return [f"{name}=={version}" for name, version in re.findall(r'"([\w.-]+)>=([\w.]+)"', text)]
+
+
+def install_options() -> list[str]:
+    """pip options that select the stack's versions."""
+    if stack() == "tested":
+        return ["-c", "constraints.txt"]
+    if stack() == "oldest":
+        OLDEST.parent.mkdir(exist_ok=True)
+        OLDEST.write_text("\n".join(lower_bounds()) + "\n")
+        return ["-c", str(OLDEST)]
+    return ["--upgrade", "--upgrade-strategy", "eager"]
+
+
 def install_fingerprint() -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(stack().encode())
     for name in ("pyproject.toml", "constraints.txt"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
@@ -66,25 +99,19 @@ def ensure_venv() -> None:
     if STAMP.exists() and STAMP.read_text() == fingerprint:
         say("virtual environment is up to date")
         return
-    say("installing hybridlib and its dependencies (first time: a few minutes, ~6 GB for torch)")
-    check(
-        PYTHON,
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "-q",
-        "-c",
-        "constraints.txt",
-        "-e",
-        ".[dev]",
+    say(
+        f"installing hybridlib and its dependencies, {stack()} versions "
+        "(first time: a few minutes, ~6 GB for torch)"
     )
+    pip = [PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    check(*pip, *install_options(), "-e", ".[dev]")
     STAMP.write_text(fingerprint)
 
 
 def ensure_chromium() -> None:
     """The JupyterLab browser test drives the system Chromium; install it if we can."""
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
+    chosen = os.environ.get("HYBRIDLIB_CHROMIUM")  # a browser of one's own, e.g. google-chrome
+    if any(shutil.which(name) for name in (chosen, "chromium", "chromium-browser") if name):
         return
     if os.name != "posix" or not shutil.which("apt-get") or os.geteuid() != 0:
         say(

@@ -32,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import require_everything
 from PIL import Image  # matplotlib's dependency, so always there
 
 pytestmark = pytest.mark.browser
@@ -62,13 +63,16 @@ TRAIN_S = 240
 
 
 def _unavailable(reason: str):
-    if os.environ.get("CI") or os.environ.get("HYBRIDLIB_REQUIRE_TEST_DATA"):
+    if require_everything():
         pytest.fail(f"the browser test must run in CI, but {reason}")
     pytest.skip(reason)
 
 
 def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
+    """The browser: `$HYBRIDLIB_CHROMIUM` (a path or a command name) if set, else Chromium."""
+    for name in (os.environ.get("HYBRIDLIB_CHROMIUM"), "chromium", "chromium-browser"):
+        if not name:
+            continue
         path = shutil.which(name)
         if path:
             return path

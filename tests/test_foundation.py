@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -14,8 +15,12 @@ from hybridlib.tools import cli
 
 
 def _pyproject() -> dict:
-    """pyproject.toml's [project] table (tomllib is Python 3.11+: on 3.10 these skip)."""
-    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
+    """pyproject.toml's [project] table (tomllib is Python 3.11+; on 3.10 pytest's own
+    dependency tomli reads it)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
@@ -109,3 +114,32 @@ def test_ci_script_calls_the_readme_test_command():
     assert "python3 make.py test" in readme
     assert "python3 make.py course" in readme
     assert "python3 make.py test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _make_py():
+    """make.py as a module (it is a script beside the package, not part of it)."""
+    spec = importlib.util.spec_from_file_location("make_py", ROOT / "make.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_oldest_stack_is_every_lower_bound_pyproject_promises(monkeypatch):
+    make = _make_py()
+    project = _pyproject()
+    promised = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    bounds = {r.split(">=")[0]: r.split(">=")[1] for r in promised if ">=" in r}
+    assert len(bounds) == len(promised)  # every dependency has a lower bound
+    assert make.lower_bounds() == [f"{name}=={version}" for name, version in bounds.items()]
+    assert "torch==2.11" in make.lower_bounds() and "torchvision==0.26" in make.lower_bounds()
+    for name, option in (("tested", "constraints.txt"), ("newest", "--upgrade")):
+        monkeypatch.setenv("HYBRIDLIB_STACK", name)
+        assert option in make.install_options()
+    fingerprints = set()
+    for name in make.STACKS:  # a change of stack reinstalls
+        monkeypatch.setenv("HYBRIDLIB_STACK", name)
+        fingerprints.add(make.install_fingerprint())
+    assert len(fingerprints) == len(make.STACKS)
+    monkeypatch.setenv("HYBRIDLIB_STACK", "latest")
+    with pytest.raises(SystemExit, match="choose one of tested, oldest, newest"):
+        make.stack()
