@@ -26,7 +26,7 @@ from hybridlib.config import RunConfig
 from hybridlib.engine import fast
 from hybridlib.errors import HybridError
 from hybridlib.models import MODEL_NAMES, build_model
-from hybridlib.tools import cli
+from hybridlib.tools import bench, cli
 from hybridlib.tools.bench import PATHS, format_table, run_bench
 
 cuda = pytest.mark.skipif(
@@ -110,6 +110,39 @@ def test_cpu_bf16_is_opt_in():
     bf16, _, _ = step_losses(copy.deepcopy(model), data, ctx=ctx)
     assert fp32 == plain_losses(copy.deepcopy(model), data)
     assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=5e-2)
+
+
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, native",
+    [(True, True, "AMX"), (False, True, "AVX-512 BF16"), (False, False, None)],
+)
+def test_the_fastest_cpu_path_takes_bf16_only_where_the_cpu_has_it(
+    monkeypatch, amx, avx512_bf16, native
+):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    cpu = torch.device("cpu")
+    assert bench.native_cpu_bf16() == native
+    assert bench._use_cpu_bf16("auto", cpu) is (native is not None)
+    assert bench._use_cpu_bf16("on", cpu) and not bench._use_cpu_bf16("off", cpu)
+    text = bench._settings_text("fast", cpu, RunConfig(), "eager", bench._use_cpu_bf16("auto", cpu))
+    if native:
+        assert f"bf16 autocast ({native} native)" in text
+    else:
+        assert "fp32 (no native bf16 on this CPU)" in text
+    with pytest.raises(HybridError, match="auto, on or off"):
+        bench._use_cpu_bf16("yes", cpu)
+
+
+def test_bench_records_the_bf16_choice_and_puts_an_override_in_its_command(tmp_env):
+    result = run_bench("cnn", "digits", batch_size=4, steps=1, repeats=1, warmup=0,
+                       device="cpu", limit=32, paths=("fast",), cpu_bf16="off")  # fmt: skip
+    assert result["cpu_bf16"] == {"setting": "off", "used": False,
+                                  "native": bench.native_cpu_bf16()}  # fmt: skip
+    assert result["command"].endswith("--cpu-bf16 off")
+    assert "bf16" not in result["rows"][0]["settings"].split(",")[2]
+    args = cli.build_parser().parse_args(["bench"])
+    assert args.cpu_bf16 == "auto"
 
 
 def test_graph_mode_on_cpu_falls_back_with_a_reason(capsys):

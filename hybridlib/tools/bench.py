@@ -17,8 +17,10 @@ In one process, on the same model, data and batch size, it times three ways to t
    `run_epoch`): the split held in memory on the device with on-device flips,
    bf16 autocast on CUDA, the loss read back every step on the CPU, every 25 on a GPU.
 3. fastest: on CUDA the CUDA-graph step of `hybridlib.engine.fast` (channels-last, bf16);
-   on the CPU the fastest fp32 settings measured (channels-last layout, the loss
-   read every 25 steps; `--cpu-bf16` adds bf16 autocast, which changes numerics).
+   on the CPU channels-last with the loss read every 25 steps, and bf16 autocast
+   where the CPU computes bf16 natively (AMX or AVX-512 BF16, `native_cpu_bf16`;
+   elsewhere emulated bf16 is slower than fp32). `--cpu-bf16 on|off` overrides the
+   detection; bf16 changes the numerics (results/README.md checks a paper cell).
 
 Every path starts from the same seed and the same initial weights. Set-up (decoding,
 moving data, graph capture) and `--warmup` steps are excluded; then the paths take
@@ -57,7 +59,7 @@ from hybridlib.errors import HybridError
 from hybridlib.models import build_model
 from hybridlib.train import input_crop
 
-__all__ = ["PATHS", "BenchRow", "cli_bench", "format_table", "run_bench"]
+__all__ = ["PATHS", "BenchRow", "cli_bench", "format_table", "native_cpu_bf16", "run_bench"]
 
 PATHS = ("plain", "default", "fast")
 LABELS = {
@@ -258,6 +260,35 @@ def _time_once(run: Callable[[int], int], device, steps: int) -> tuple[float, fl
     return images / seconds, 1000 * seconds / steps
 
 
+def native_cpu_bf16() -> str | None:
+    """The CPU's native bf16 instructions ("AMX" or "AVX-512 BF16"), or None where bf16
+    would be emulated (then slower than fp32). Read from torch's own CPU probes."""
+    probes = (("AMX", "_is_amx_tile_supported"), ("AVX-512 BF16", "_is_avx512_bf16_supported"))
+    for name, probe in probes:
+        supported = getattr(torch.cpu, probe, None)
+        if supported is not None and supported():
+            return name
+    return None
+
+
+def _use_cpu_bf16(setting: bool | str, device: torch.device) -> bool:
+    """`run_bench`'s cpu_bf16 ("auto", "on", "off" or a bool) for the fastest path."""
+    if isinstance(setting, bool):
+        return setting
+    if setting not in ("auto", "on", "off"):
+        raise HybridError(f"cpu_bf16 must be auto, on or off, got {setting!r}")
+    if setting == "auto":
+        return device.type == "cpu" and native_cpu_bf16() is not None
+    return setting == "on"
+
+
+def _cpu_precision(cpu_bf16: bool) -> str:
+    native = native_cpu_bf16()
+    if cpu_bf16:
+        return f"bf16 autocast ({native} native)" if native else "bf16 autocast (emulated)"
+    return "fp32" + ("" if native else " (no native bf16 on this CPU)")
+
+
 def _settings_text(path: str, device: torch.device, config, step_mode: str, cpu_bf16: bool):
     if path == "plain":
         return (
@@ -274,7 +305,9 @@ def _settings_text(path: str, device: torch.device, config, step_mode: str, cpu_
         return (
             f"in-memory device loader, {layout}, {precision}, {step_mode} step, loss read {reads}"
         )
-    precision = "bf16 autocast" if (cuda and config.amp) or (not cuda and cpu_bf16) else "fp32"
+    precision = _cpu_precision(cpu_bf16) if device.type == "cpu" else "fp32"
+    if cuda and config.amp:
+        precision = "bf16 autocast"
     return (
         f"in-memory device loader, channels-last, {precision}, {step_mode} step, "
         f"loss read every {FAST_SYNC_EVERY} steps"
@@ -289,8 +322,9 @@ def bench_command(**values: Any) -> str:
     for name in ("data_root", "limit", "folder", "num_classes", "seed"):
         if values.get(name) is not None:
             parts.append(f"--{name.replace('_', '-')} {values[name]}")
-    if values.get("cpu_bf16"):
-        parts.append("--cpu-bf16")
+    if values.get("cpu_bf16", "auto") not in ("auto", None):
+        value = values["cpu_bf16"]
+        parts.append(f"--cpu-bf16 {'on' if value is True else 'off' if value is False else value}")
     return " ".join(parts)
 
 
@@ -319,7 +353,7 @@ def run_bench(
     data_root: str | None = None,
     seed: int = 0,
     limit: int | None = None,
-    cpu_bf16: bool = False,
+    cpu_bf16: bool | str = "auto",
     folder: str | None = None,
     num_classes: int | None = None,
     paths: tuple[str, ...] = PATHS,
@@ -334,7 +368,8 @@ def run_bench(
         device: "auto", "cpu", "cuda", ...; data_root: where the data sets are.
         seed: seeds the weights (the same for every path) and the shuffling.
         limit: at most this many training images (None: the whole split).
-        cpu_bf16: the fastest CPU path uses bf16 autocast (changes numerics).
+        cpu_bf16: bf16 autocast on the fastest CPU path: "auto" (where the CPU has
+            native bf16, `native_cpu_bf16`), "on" / True, "off" / False.
         folder, num_classes: as `RunConfig`'s (dataset="folder"; classes to keep).
         paths: which of "plain", "default", "fast" to time.
     Returns:
@@ -361,6 +396,7 @@ def run_bench(
         cpu_bf16=cpu_bf16,
     )
     torch_device = runtime.resolve_device(device)
+    use_bf16 = _use_cpu_bf16(cpu_bf16, torch_device)
     runtime.set_threads(torch_device)
     run_fields = ("model", "dataset", "batch_size", "seed", "data_root", "limit", "folder")
     config = RunConfig(
@@ -369,16 +405,17 @@ def run_bench(
         progress=False,
     )
     bundle = load_bundle(config)
-    prepared = _prepare_paths(paths, bundle, config, torch_device, warmup, cpu_bf16)
+    prepared = _prepare_paths(paths, bundle, config, torch_device, warmup, use_bf16)
     timings: dict[str, list[tuple[float, float]]] = {path: [] for path in paths}
     for _ in range(repeats):  # in turns, so a change in the machine's load hits all alike
         for path, run, _, _ in prepared:
             timings[path].append(_time_once(run, torch_device, steps))
-    rows = _rows(prepared, timings, torch_device, config, cpu_bf16)
+    rows = _rows(prepared, timings, torch_device, config, use_bf16)
     return {
         "rows": [asdict(r) for r in rows],
         "settings": settings,
         "train_images": bundle.sizes["train"],
+        "cpu_bf16": {"setting": cpu_bf16, "used": use_bf16, "native": native_cpu_bf16()},
         "memory": "peak GPU memory allocated"
         if torch_device.type == "cuda"
         else "peak process RSS (reset between paths)",
@@ -502,7 +539,7 @@ def cli_bench(args) -> int:
         data_root=args.data_root,
         seed=getattr(args, "seed", 0),
         limit=getattr(args, "limit", None),
-        cpu_bf16=getattr(args, "cpu_bf16", False),
+        cpu_bf16=getattr(args, "cpu_bf16", "auto"),
         folder=getattr(args, "folder", None),
         num_classes=getattr(args, "num_classes", None),
     )

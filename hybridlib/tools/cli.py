@@ -223,7 +223,13 @@ def _add_bench(sub) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
     config_option(p, "seed", help="weights and shuffling seed")
     config_option(p, "limit")
-    config_option(p, "cpu_bf16", help="the fastest CPU path uses bf16 autocast (changes numerics)")
+    p.add_argument(
+        "--cpu-bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bf16 autocast on the fastest CPU path (changes numerics); auto: where the CPU "
+        "has native bf16, AMX or AVX-512 BF16 (default: auto)",
+    )
     p.add_argument("--out", default=None, help="also write the table as JSON and markdown here")
 
 
