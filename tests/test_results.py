@@ -17,7 +17,7 @@ from hybridlib.config import RunConfig
 from hybridlib.data import load_dataset
 from hybridlib.errors import HybridError
 from hybridlib.models import build_model
-from hybridlib.study import figures, results
+from hybridlib.study import figures, report, results
 from hybridlib.tools import cli
 from hybridlib.train import History
 
@@ -35,11 +35,14 @@ def make_run(
     train_size=None,
     train_time_s=60.0,
     test_size=None,
+    cpu_bf16=False,
 ):
     """A run directory as `run_training` leaves it (without the checkpoint)."""
     run_dir = root / f"{dataset}-{model}-s{seed}"
     run_dir.mkdir(parents=True)
-    config = RunConfig(model=model, dataset=dataset, seed=seed, epochs=epochs, recipe=recipe)
+    config = RunConfig(
+        model=model, dataset=dataset, seed=seed, epochs=epochs, recipe=recipe, cpu_bf16=cpu_bf16
+    )
     config.to_json(run_dir / "config.json")
     history = History()
     for epoch in range(1, 4):
@@ -314,7 +317,7 @@ def test_a_cell_never_mixes_two_splits(tmp_path):
                  recipe="improved")  # fmt: skip
     folders = [tmp_path / "subset", tmp_path / "full"]
     for table in (results.paper_table, results.compare_pairs):
-        with pytest.raises(HybridError, match="9,000, 45,000 training images"):
+        with pytest.raises(HybridError, match="9,000 and 45,000 training images"):
             table(folders, "paper-a")
     with pytest.raises(HybridError, match="different splits"):
         results.compare_recipes([tmp_path / "full", tmp_path / "imp"], "paper-a")
@@ -328,6 +331,25 @@ def test_a_cell_never_mixes_two_splits(tmp_path):
     assert set(common["train_size"]) == {9_000} and len(common) == 4
     compared = results.compare_recipes(common, "paper-a").set_index("model")
     assert compared.loc["cnn", "diff"] == pytest.approx(14.0)
+
+
+def test_a_cell_never_mixes_two_precisions_and_precisions_compare_like_recipes(tmp_path):
+    for seed, (fp32, bf16) in enumerate([(0.90, 0.91), (0.89, 0.90), (0.91, 0.90)]):
+        make_run(tmp_path / "fp32", "cnn", "caltech101", seed, fp32)
+        make_run(tmp_path / "bf16", "cnn", "caltech101", seed, bf16, cpu_bf16=True)
+    both = results.read_runs([tmp_path / "fp32", tmp_path / "bf16"])
+    assert sorted(set(both["precision"])) == ["bf16", "fp32"]
+    with pytest.raises(HybridError, match=r"different precisions \(bf16 and fp32\)"):
+        results.paper_table(both, "paper-a")
+    compared = results.compare_recipes(both, "paper-a", column="precision", base="fp32",
+                                       other="bf16")  # fmt: skip
+    row = compared.iloc[0]
+    assert (row["n_a"], row["n_b"]) == (3, 3) and row["diff"] == pytest.approx(1 / 3)
+    expected = stats.ttest_ind([91, 90, 90], [90, 89, 91], equal_var=False)
+    assert row["p_value"] == pytest.approx(expected.pvalue)
+    stamp = results.provenance(both)
+    assert stamp["precision"] == ["bf16", "fp32"]
+    assert "precision bf16, fp32." in report.provenance_text(stamp)
 
 
 def recipe_grid(root):

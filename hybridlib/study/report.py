@@ -60,6 +60,7 @@ def provenance(runs: pd.DataFrame, command: str | None = None) -> dict[str, Any]
         "seeds": sorted({int(s) for s in runs["seed"].dropna()}),
         "runs": int(len(runs)),
         "epochs": sorted({int(e) for e in runs["epochs"].dropna()}),
+        "precision": sorted({str(p) for p in runs["precision"].dropna()}),
     }
 
 
@@ -69,7 +70,8 @@ def provenance_text(stamp: dict[str, Any]) -> str:
         f"Made by `{stamp['command']}` on {', '.join(stamp['devices']) or 'unknown hardware'} "
         f"(torch {', '.join(stamp['torch']) or '?'}, hybridlib {stamp['hybridlib']}, "
         f"commit {stamp['git_commit'] or 'none'}), {stamp['written']}; "
-        f"{stamp['runs']} runs, seeds {stamp['seeds']}, epochs {stamp['epochs']}.\n"
+        f"{stamp['runs']} runs, seeds {stamp['seeds']}, epochs {stamp['epochs']}, "
+        f"precision {', '.join(stamp.get('precision') or ['?'])}.\n"
     )
 
 

@@ -54,6 +54,7 @@ RUN_COLUMNS = (
     "train_time_s",
     "images_per_s",
     "device",
+    "precision",
     "torch",
     "git_commit",
 )
@@ -115,7 +116,16 @@ def _read_run(run_dir: Path) -> dict[str, Any] | None:
     row["status"] = summary.get("status", "incomplete")
     row["limit"] = config.get("limit")
     row["train_size"] = (summary.get("sizes") or {}).get("train")
+    row["precision"] = _precision(config, str(row["device"] or config.get("device") or ""))
     return row
+
+
+def _precision(config: dict[str, Any], device: str) -> str:
+    """The run's arithmetic: "bf16" under bf16 autocast (CUDA with `amp`, the CPU with
+    `cpu_bf16`), else "fp32"."""
+    if device.startswith("cuda"):
+        return "bf16" if config.get("amp", True) else "fp32"
+    return "bf16" if device.startswith("cpu") and config.get("cpu_bf16") else "fp32"
 
 
 def complete_runs(runs) -> pd.DataFrame:

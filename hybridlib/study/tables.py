@@ -61,7 +61,7 @@ def paper_table(
         the paper's single run lies in that range; None where either is missing).
     """
     spec = table_spec(table)
-    runs = _one_split_per_cell(complete_runs(runs))
+    runs = _one_experiment_per_cell(complete_runs(runs))
     models = tuple(models or spec["models"])
     runs = runs[runs["model"].isin(models)]
     if datasets is None:
@@ -86,20 +86,30 @@ def paper_table(
     return frame.set_index(keys)
 
 
-def _one_split_per_cell(runs: pd.DataFrame, *, across_recipes: bool = False) -> pd.DataFrame:
-    """`runs`, after checking that no cell (model, data set, recipe; with
-    `across_recipes`, model and data set) mixes runs trained on different splits."""
-    keys = ["model", "dataset"] + ([] if across_recipes else ["recipe"])
-    cells = runs.assign(recipe=runs["recipe"].fillna("paper"))
-    for key, cell in cells.groupby(keys, sort=False):
-        sizes = sorted(set(cell["train_size"].dropna().astype(int)))
-        if len(sizes) > 1:
-            what = ", ".join(f"{size:,}" for size in sizes)
+def _one_experiment_per_cell(runs: pd.DataFrame, *, across: str | None = None) -> pd.DataFrame:
+    """`runs`, after checking that no cell (model, data set, recipe) mixes runs trained
+    on different splits or in different precisions. With `across` (a column two groups
+    of runs are compared on, as in `compare_recipes`) a cell is (model, data set), and
+    everything but `across` must agree."""
+    runs = runs.assign(recipe=runs["recipe"].fillna("paper"))
+    keys = ["model", "dataset"] + ([] if across else ["recipe"])
+    fields = {"train_size": "splits", "precision": "precisions", "recipe": "recipes"}
+    fields = {f: what for f, what in fields.items() if f not in keys and f != across}
+    fields = {f: what for f, what in fields.items() if f in runs}  # old runs.csv: no precision
+    for key, cell in runs.groupby(keys, sort=False):
+        for field, what in fields.items():
+            values = sorted(set(cell[field].dropna()))
+            if len(values) <= 1:
+                continue
+            if field == "train_size":
+                shown = " and ".join(f"{int(v):,}" for v in values) + " training images"
+            else:
+                shown = " and ".join(map(str, values))
+            where = f" ({key[2]} recipe)" if len(key) > 2 else ""
             raise HybridError(
-                f"the runs of {key[0]} on {key[1]}{f' ({key[2]} recipe)' if len(key) > 2 else ''}"
-                f" were trained on different splits ({what} training images): a cell must "
-                "be one experiment; keep one split per data set with "
-                "`hybridlib.study.results.one_split`"
+                f"the runs of {key[0]} on {key[1]}{where} were trained on different {what} "
+                f"({shown}): a cell must be one experiment; keep one split per data set "
+                "with `hybridlib.study.results.one_split`, and table other precisions apart"
             )
     return runs
 
@@ -250,7 +260,7 @@ def compare_pairs(runs, table: str = "paper-a", *, alpha: float = 0.05) -> pd.Da
         then says which), and the Holm family is then each recipe's comparisons.
     """
     spec = table_spec(table)
-    runs = _one_split_per_cell(complete_runs(runs))
+    runs = _one_experiment_per_cell(complete_runs(runs))
     recipes = sorted(runs["recipe"].fillna("paper").unique()) or ["paper"]
     rows = []
     for recipe in recipes:
@@ -299,6 +309,7 @@ def compare_recipes(
     base: str = "paper",
     other: str = "improved",
     alpha: float = 0.05,
+    column: str = "recipe",
 ) -> pd.DataFrame:
     """Each cell trained with two recipes: accuracy, Welch's t-test and training time.
 
@@ -307,6 +318,8 @@ def compare_recipes(
         table: "paper-a" or "paper-b" (its models and numbers).
         base, other: the two recipes; differences are other - base.
         alpha: significance level for the verdict (on the Holm-adjusted p).
+        column: what tells the two groups apart: "recipe", or another column of the
+            runs, e.g. `column="precision", base="fp32", other="bf16"`.
     Returns:
         One row per (model, dataset) with runs of both recipes: seeds and mean test
         accuracy (%) of each (n_a, mean_a: `other`; n_b, mean_b: `base`), diff with its
@@ -320,9 +333,9 @@ def compare_recipes(
     """
     spec = table_spec(table)
     runs = complete_runs(runs)
-    recipe = runs["recipe"].fillna("paper")
-    _one_split_per_cell(runs[recipe.isin([base, other])], across_recipes=True)
-    base_runs, other_runs = runs[recipe == base], runs[recipe == other]
+    group = runs[column].fillna("paper") if column == "recipe" else runs[column]
+    _one_experiment_per_cell(runs[group.isin([base, other])], across=column)
+    base_runs, other_runs = runs[group == base], runs[group == other]
     family = []
     for model in spec["models"]:
         for dataset in _datasets_in(runs, spec):
