@@ -352,6 +352,28 @@ def test_a_cell_never_mixes_two_precisions_and_precisions_compare_like_recipes(t
     assert "precision bf16, fp32." in report.provenance_text(stamp)
 
 
+def test_results_compare_precision_writes_the_cell_by_cell_comparison(tmp_path, capsys):
+    for seed, (fp32, bf16) in enumerate([(0.90, 0.91), (0.89, 0.90), (0.91, 0.90)]):
+        make_run(tmp_path / "fp32", "cnn", "caltech101", seed, fp32)
+        make_run(tmp_path / "bf16", "cnn", "caltech101", seed, bf16, cpu_bf16=True)
+    out = tmp_path / "out"
+    folders = [str(tmp_path / "fp32"), str(tmp_path / "bf16")]
+    args = ["results", *folders, "--table", "paper-a", "--compare", "precision"]
+    assert cli.main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out / "paper_a_precision.csv")
+    assert table.loc[0, "diff"] == pytest.approx(1 / 3) and table.loc[0, "n_a"] == 3
+    text = (out / "paper_a_precision.md").read_text()
+    assert "bf16 against fp32 runs" in text and "diff = bf16 - fp32" in text
+    assert "| data set | fp32 | bf16 | diff |" in text
+    assert "precision bf16, fp32" in text and "within seed noise" in printed
+    assert cli.main(args) == 2  # --out is needed
+    assert "add --table paper-a and --out DIR" in capsys.readouterr().err
+    only_fp32 = ["results", folders[0], "--table", "paper-a", "--compare", "precision"]
+    assert cli.main([*only_fp32, "--out", str(out)]) == 2
+    assert "no cell has runs with both fp32 and bf16" in capsys.readouterr().err
+
+
 def recipe_grid(root):
     """cnn on cifar10 with both recipes (improved clearly better, twice as slow), and
     cnn_lstm with both recipes equal within noise."""

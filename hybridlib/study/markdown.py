@@ -15,7 +15,14 @@ import pandas as pd
 from hybridlib.study.papers import LABELS, dataset_labels
 from hybridlib.study.runs import complete_runs
 
-__all__ = ["RANGE_NOTE", "TESTS_NOTE", "recipes_markdown", "tests_markdown", "to_markdown"]
+__all__ = [
+    "RANGE_NOTE",
+    "TESTS_NOTE",
+    "comparison_markdown",
+    "recipes_markdown",
+    "tests_markdown",
+    "to_markdown",
+]
 
 RANGE_NOTE = (
     "\nsd: seed-to-seed sample standard deviation, on one fixed test split; test SE: the "
@@ -158,6 +165,45 @@ def _recipes_frame(compared: pd.DataFrame, names: dict[str, str]) -> pd.DataFram
                 for a, b in zip(compared["time_base_s"], compared["time_other_s"], strict=True)
             ],
         }
+    )
+
+
+def comparison_markdown(compared: pd.DataFrame, runs, base: str, other: str) -> str:
+    """A `compare_recipes(..., column=...)` frame of two groups (e.g. fp32 and bf16 runs)
+    as markdown: each cell's means, the difference other - base with its interval, the
+    Welch and Holm p, the verdict, the MDE and the training time per run."""
+    names = dataset_labels(complete_runs(runs))
+    frame = pd.DataFrame(
+        {
+            "model": compared["model"].map(lambda m: LABELS.get(m, m)),
+            "data set": compared["dataset"].map(names),
+            base: [
+                f"{m:.1f} (n={n})" for m, n in zip(compared["mean_b"], compared["n_b"], strict=True)
+            ],  # fmt: skip
+            other: [
+                f"{m:.1f} (n={n})" for m, n in zip(compared["mean_a"], compared["n_a"], strict=True)
+            ],  # fmt: skip
+            "diff": compared["diff"].map("{:+.2f}".format),
+            "95 % CI": [
+                _interval_text(lo, hi)
+                for lo, hi in zip(compared["ci_low"], compared["ci_high"], strict=True)
+            ],  # fmt: skip
+            "p": compared["p_value"].map(_p_text),
+            "Holm p": compared["p_holm"].map(_p_text),
+            "verdict": compared["verdict"],
+            "MDE": compared["mde"].map(lambda v: "-" if math.isnan(v) else f"{v:.2f}"),
+            f"s / run ({base}, {other})": [
+                f"{a:.0f}, {b:.0f}"
+                for a, b in zip(compared["time_base_s"], compared["time_other_s"], strict=True)
+            ],
+        }
+    )
+    return to_markdown(frame, index=False) + (
+        f"\nAccuracy: mean test accuracy (%) over n seeds; diff = {other} - {base}, with its "
+        "95 % confidence interval (Welch, Welch-Satterthwaite df); p: Welch's t-test "
+        f"(two-sided); Holm p: over the {len(compared)} cells of this table, and the verdict "
+        "uses it; MDE: the smallest difference (points) detected with 80 % power at 0.05 "
+        "two-sided from the pooled seed sd. Time: mean training seconds per run.\n"
     )
 
 

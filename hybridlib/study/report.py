@@ -23,7 +23,14 @@ from typing import Any
 import pandas as pd
 
 from hybridlib import __version__, runtime
-from hybridlib.study.markdown import RANGE_NOTE, recipes_markdown, tests_markdown, to_markdown
+from hybridlib.errors import HybridError
+from hybridlib.study.markdown import (
+    RANGE_NOTE,
+    comparison_markdown,
+    recipes_markdown,
+    tests_markdown,
+    to_markdown,
+)
 from hybridlib.study.papers import table_spec
 from hybridlib.study.runs import complete_runs, read_runs, write_atomic
 from hybridlib.study.tables import (
@@ -39,7 +46,10 @@ try:
 except ImportError:  # Windows: shards there should write to their own folders
     fcntl = None
 
-__all__ = ["provenance", "provenance_text", "write_tables"]
+__all__ = ["COMPARISONS", "provenance", "provenance_text", "write_comparison", "write_tables"]
+
+# What `results --compare NAME` compares: (the runs' column, base, other); other - base.
+COMPARISONS = {"precision": ("precision", "fp32", "bf16")}
 
 
 def provenance(runs: pd.DataFrame, command: str | None = None) -> dict[str, Any]:
@@ -152,6 +162,36 @@ def _write_recipes(spec, runs: pd.DataFrame, out: Path, table: str, header: str)
         f"# {spec['title']}: the improved recipe against the paper's\n\n{header}\n"
         + recipes_markdown(compared, runs),
     )
+    return paths
+
+
+def write_comparison(
+    runs, out_dir: str | os.PathLike, table: str, name: str, *, command: str | None = None
+) -> dict[str, Path]:
+    """`<prefix>_<name>.csv` / `.md` and `<prefix>_<name>_provenance.json`: the runs of two
+    groups compared cell by cell (`COMPARISONS[name]`, e.g. bf16 against fp32 runs), with
+    `compare_recipes(..., column=...)`'s statistics. The runs of both groups go in."""
+    spec, prefix = table_spec(table), table.replace("-", "_")
+    column, base, other = COMPARISONS[name]
+    runs = read_runs(runs)
+    compared = compare_recipes(runs, table, column=column, base=base, other=other)
+    if compared.empty:
+        raise HybridError(f"--compare {name}: no cell has runs with both {base} and {other}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = provenance(runs, command)
+    paths = {
+        "csv": out / f"{prefix}_{name}.csv",
+        "md": out / f"{prefix}_{name}.md",
+        "provenance": out / f"{prefix}_{name}_provenance.json",
+    }
+    write_atomic(paths["csv"], compared.to_csv(index=False, float_format="%.6g"))
+    write_atomic(
+        paths["md"],
+        f"# {spec['title']}: {other} against {base} runs\n\n{provenance_text(stamp)}\n"
+        + comparison_markdown(compared, runs, base, other),
+    )
+    write_atomic(paths["provenance"], json.dumps(stamp, indent=2) + "\n")
     return paths
 
 

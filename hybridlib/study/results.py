@@ -68,7 +68,7 @@ from hybridlib.study.papers import (
     dataset_label,
     dataset_labels,
 )
-from hybridlib.study.report import provenance, write_tables
+from hybridlib.study.report import provenance, write_comparison, write_tables
 from hybridlib.study.runs import (
     RUN_COLUMNS,
     complete_runs,
@@ -135,6 +135,13 @@ def cli_results(args) -> int:
         raise HybridError("--out writes a paper's tables: add --table paper-a or --table paper-b")
     if args.table == "runs":
         _print_runs(runs, args.markdown)
+        return 0
+    if getattr(args, "compare", None):
+        if not getattr(args, "out", None) or args.table == "runs":
+            raise HybridError("--compare writes a comparison: add --table paper-a and --out DIR")
+        paths = write_comparison(runs, args.out, args.table, args.compare)
+        print(paths["md"].read_text(), end="")
+        print(f"wrote {paths['md']} and {paths['csv']} from {len(complete_runs(runs))} runs")
         return 0
     if getattr(args, "copy_runs", False) and not getattr(args, "out", None):
         raise HybridError("--copy-runs copies the runs beside the tables: add --out DIR")

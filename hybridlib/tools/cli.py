@@ -198,6 +198,13 @@ def _add_results(sub) -> None:
         "paper-a or paper-b), e.g. from the grid shards of several machines",
     )
     p.add_argument(
+        "--compare",
+        choices=("precision",),
+        default=None,
+        help="instead of the tables, compare two groups of runs cell by cell and write "
+        "OUT/<prefix>_<name>.csv/.md (precision: bf16 against fp32 runs)",
+    )
+    p.add_argument(
         "--copy-runs",
         action="store_true",
         help="copy the finished runs (without checkpoints) into OUT/runs and make the "
