@@ -354,6 +354,26 @@ def _tiny_runs(root, model_seeds):
     ]
 
 
+def test_concurrent_runs_spread_over_the_visible_gpus(monkeypatch):
+    from hybridlib.study import reproduce
+
+    todo = [(f"run {i}", RunConfig(device=device), False)
+            for i, device in enumerate(["cuda", "auto", "cuda:0", "cuda", "cpu"])]  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert reproduce.spread_over_gpus(todo) == todo  # one GPU: nothing to spread
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    devices = [config.device for _, config, _ in reproduce.spread_over_gpus(todo)]
+    assert devices == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cpu"]
+    sent = []
+    monkeypatch.setattr(reproduce.fast, "map_in_processes",
+                        lambda f, items, jobs: sent.extend(items) or [])  # fmt: skip
+    monkeypatch.setattr(reproduce, "_status", lambda config: "new")
+    configs = [RunConfig(device="cuda", seed=s, out=f"/nonexistent/run-{s}") for s in range(3)]
+    reproduce.run_grid(configs, jobs=3)
+    assert [config.device for _, config, _ in sent] == ["cuda:0", "cuda:1", "cuda:0"]
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
 def test_concurrent_runs_equal_sequential_runs(tmp_env, capsys, monkeypatch):
     from hybridlib.study.reproduce import run_grid

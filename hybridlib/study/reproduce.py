@@ -79,6 +79,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hybridlib.config import RunConfig
 from hybridlib.engine import distributed, fast
 from hybridlib.engine.trainer import DivergedError, run_training
@@ -267,7 +269,7 @@ def run_grid(
     if jobs > 1 and len(todo) > 1 and not distributed.active():
         # one progress line per run instead of N interleaved progress bars
         todo = [(label, config.replace(progress=False), resume) for label, config, resume in todo]
-        results = fast.map_in_processes(_train_one, todo, jobs=jobs)
+        results = fast.map_in_processes(_train_one, spread_over_gpus(todo), jobs=jobs)
     else:
         results = [_train_one(item) for item in todo]
     for run_dir, message in results:
@@ -276,6 +278,22 @@ def run_grid(
         else:
             done["diverged"].append((run_dir, message))
     return done
+
+
+def spread_over_gpus(todo: list[tuple[str, RunConfig, bool]]) -> list:
+    """Concurrent runs on a host with several GPUs: run i of those asking for "cuda" (or
+    "auto") trains on GPU i mod N, so that N GPUs share the work instead of all on
+    cuda:0; a run given an explicit `cuda:K` keeps it. Resuming on another GPU is fine:
+    the device is not part of a run's identity."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return todo
+    spread = []
+    for i, (label, config, resume) in enumerate(todo):
+        if config.device in ("cuda", "auto"):
+            config = config.replace(device=f"cuda:{i % count}")
+        spread.append((label, config, resume))
+    return spread
 
 
 def _sort_runs(
