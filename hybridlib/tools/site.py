@@ -47,7 +47,7 @@ GRIDS = {
     "paper-a-improved": "Paper A with the improved recipe",
     "improved-vs-paper": "The improved recipe against the paper's, cell by cell",
     "paper-b": "Paper B, Table 1",
-    "paper-a-cifar10-complete": "Paper A on the complete CIFAR-10 (in progress)",
+    "paper-a-cifar10-complete": "Paper A's CIFAR-10 column on the complete data",
 }
 
 
