@@ -347,6 +347,9 @@ def test_a_cell_never_mixes_two_precisions_and_precisions_compare_like_recipes(t
     assert (row["n_a"], row["n_b"]) == (3, 3) and row["diff"] == pytest.approx(1 / 3)
     expected = stats.ttest_ind([91, 90, 90], [90, 89, 91], equal_var=False)
     assert row["p_value"] == pytest.approx(expected.pvalue)
+    kept = results.one_split(both)  # one precision per cell: fp32 where there is one
+    assert set(kept["precision"]) == {"fp32"} and len(kept) == 3
+    assert set(results.one_split(both, precision="bf16")["precision"]) == {"bf16"}
     stamp = results.provenance(both)
     assert stamp["precision"] == ["bf16", "fp32"]
     assert "precision bf16, fp32." in report.provenance_text(stamp)

@@ -28,12 +28,13 @@ STUDY = {
     "paper-a-improved": ("paper-a", "improved"),
     "paper-b": ("paper-b", "paper"),
     "paper-a-cifar10-complete": ("paper-a", "paper"),
+    "paper-a-cpu-bf16": ("paper-a", "paper"),  # one cell in bf16, against paper-a's fp32
 }
 
 
 def test_the_study_is_committed():
     folders = {p.name for p in RESULTS.iterdir() if p.is_dir()}
-    assert folders == {*STUDY, "improved-vs-paper"}
+    assert folders == {*STUDY, "improved-vs-paper", "cpu-bf16-vs-fp32"}
 
 
 def _flags(column: pd.Series) -> list:
@@ -96,6 +97,7 @@ SOURCES = {
     "paper-b": ("paper-b", ["paper-b"]),
     "improved-vs-paper": ("paper-a", ["paper-a", "paper-a-improved"]),
     "paper-a-cifar10-complete": ("paper-a", ["paper-a-cifar10-complete"]),
+    "paper-a-cpu-bf16": ("paper-a", ["paper-a-cpu-bf16"]),
 }
 
 
@@ -177,13 +179,34 @@ def test_the_complete_cifar10_column_is_the_papers_split_and_never_mixed_with_th
     complete = committed_runs("paper-a-cifar10-complete")
     assert set(complete["train_size"]) == {45_000} and set(complete["test_size"]) == {10_000}
     everything = results.read_runs(RESULTS)  # what notebook 08 reads: both splits
-    with pytest.raises(HybridError, match="different splits"):
+    with pytest.raises(HybridError, match="different (splits|precisions)"):
         results.paper_table(everything, "paper-a")
     paper = results.one_split(everything)
     paper = paper[paper["recipe"] == "paper"]
+    assert set(paper["precision"]) == {"fp32"}  # the bf16 check stays out of the tables
     table = results.paper_table(paper, "paper-a")
     cifar = table.xs("cifar10", level="dataset")
     assert (cifar["n_seeds"] == 3).all() and set(cifar["train_size"]) == {45_000}
+    assert table.loc[("cnn", "caltech101"), "n_seeds"] == 3
     common = results.one_split(everything, common=True)  # the recipes on equal data
     cells = common[common["dataset"] == "cifar10"]
     assert set(cells["train_size"]) == {9_000} and set(cells["recipe"]) == {"paper", "improved"}
+
+
+def test_the_bf16_check_is_what_its_runs_regenerate_and_says_which_precision():
+    bf16 = committed_runs("paper-a-cpu-bf16")
+    assert set(bf16["precision"]) == {"bf16"} and set(bf16["dataset"]) == {"caltech101"}
+    fp32 = results.read_runs(sorted((RESULTS / "paper-a" / "runs").glob("caltech101-cnn-s*")))
+    assert set(fp32["precision"]) == {"fp32"} and len(fp32) == len(bf16) == 3
+    assert "precision bf16." in (RESULTS / "paper-a-cpu-bf16" / "paper_a_table.md").read_text()
+    committed = pd.read_csv(RESULTS / "cpu-bf16-vs-fp32" / "paper_a_precision.csv")
+    again = results.compare_recipes(
+        pd.concat([fp32, bf16]), "paper-a", column="precision", base="fp32", other="bf16"
+    )
+    assert committed["verdict"].tolist() == again["verdict"].tolist()
+    for column in ("mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_value", "mde"):
+        np.testing.assert_allclose(committed[column], again[column], rtol=1e-4)
+    stamp = json.loads(
+        (RESULTS / "cpu-bf16-vs-fp32" / "paper_a_precision_provenance.json").read_text()
+    )
+    assert stamp["precision"] == ["bf16", "fp32"] and stamp["runs"] == 6

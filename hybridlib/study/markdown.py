@@ -201,7 +201,7 @@ def comparison_markdown(compared: pd.DataFrame, runs, base: str, other: str) -> 
     return to_markdown(frame, index=False) + (
         f"\nAccuracy: mean test accuracy (%) over n seeds; diff = {other} - {base}, with its "
         "95 % confidence interval (Welch, Welch-Satterthwaite df); p: Welch's t-test "
-        f"(two-sided); Holm p: over the {len(compared)} cells of this table, and the verdict "
+        f"(two-sided); Holm p: over the {len(compared)} cell(s) of this table; the verdict "
         "uses it; MDE: the smallest difference (points) detected with 80 % power at 0.05 "
         "two-sided from the pooled seed sd. Time: mean training seconds per run.\n"
     )

@@ -135,15 +135,17 @@ def complete_runs(runs) -> pd.DataFrame:
     return runs[(runs["status"] == "complete") & runs["test_acc"].notna()]
 
 
-def one_split(runs, *, common: bool = False) -> pd.DataFrame:
-    """The runs of one training split per data set: those with the most training images.
+def one_split(runs, *, common: bool = False, precision: str = "fp32") -> pd.DataFrame:
+    """The runs of one experiment per data set: the most training images, one precision.
 
     A data set's runs may come from different splits (the CIFAR-10 subset of an older
-    study beside the complete data); a table cell mixing them would average two
-    experiments, which the tables refuse (`HybridError`). This keeps, per data set and
-    recipe, the runs of the largest `train_size`; with `common=True`, the largest size
-    that every recipe of that data set has runs at, so that recipes compare on equal
-    data. Runs without a known size are kept only where no size is known.
+    study beside the complete data) or precisions (a bf16 check beside fp32 runs); a
+    table cell mixing them would average two experiments, which the tables refuse
+    (`HybridError`). This keeps, per data set and recipe, the runs of the largest
+    `train_size`, and of those the runs in `precision` where there are any. With
+    `common=True` the size is the largest that every recipe of that data set has runs
+    at, so that recipes compare on equal data. Runs without a known size are kept only
+    where no size is known.
     """
     runs = read_runs(runs)
     recipe = runs["recipe"].fillna("paper")
@@ -156,7 +158,13 @@ def one_split(runs, *, common: bool = False) -> pd.DataFrame:
         for index, known in zip(by_recipe, sizes, strict=True):
             size = runs.loc[index, "train_size"]
             keep[index] = size.isna() if not known else size == max(known)
-    return runs[keep]
+    runs = runs[keep]
+    if "precision" in runs and runs["precision"].notna().any():
+        preferred = runs["precision"] == precision
+        cell = [runs["dataset"], runs["recipe"].fillna("paper")]
+        has_preferred = preferred.groupby(cell).transform("any")
+        runs = runs[preferred | ~has_preferred]
+    return runs
 
 
 def copy_runs(paths, dest: str | os.PathLike) -> list[Path]:
