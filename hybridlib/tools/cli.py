@@ -112,7 +112,7 @@ def config_option(p: argparse.ArgumentParser, name: str, **changes) -> None:
     if isinstance(default, bool) and "action" not in changes:
         kwargs["action"] = "store_false" if default else "store_true"
         flag = flag.replace("--", "--no-", 1) if default else flag
-    else:
+    elif changes.get("action") is not argparse.BooleanOptionalAction:  # it takes no type
         kwargs["type"] = _TYPES.get(name) or {int: positive_int, float: positive_float}.get(
             type(default), str
         )
