@@ -29,6 +29,7 @@ STUDY = {
     "paper-b": ("paper-b", "paper"),
     "paper-a-cifar10-complete": ("paper-a", "paper"),
     "paper-a-cpu-bf16": ("paper-a", "paper"),  # one cell in bf16, against paper-a's fp32
+    "paper-b-complete": ("paper-b", "paper"),  # in progress: the finished runs so far
 }
 
 
@@ -98,6 +99,7 @@ SOURCES = {
     "improved-vs-paper": ("paper-a", ["paper-a", "paper-a-improved"]),
     "paper-a-cifar10-complete": ("paper-a", ["paper-a-cifar10-complete"]),
     "paper-a-cpu-bf16": ("paper-a", ["paper-a-cpu-bf16"]),
+    "paper-b-complete": ("paper-b", ["paper-b-complete"]),
 }
 
 
@@ -210,3 +212,12 @@ def test_the_bf16_check_is_what_its_runs_regenerate_and_says_which_precision():
         (RESULTS / "cpu-bf16-vs-fp32" / "paper_a_precision_provenance.json").read_text()
     )
     assert stamp["precision"] == ["bf16", "fp32"] and stamp["runs"] == 6
+
+
+def test_paper_b_on_the_complete_data_runs_at_the_papers_stated_settings():
+    runs = committed_runs("paper-b-complete")
+    assert set(runs["train_size"]) == {45_000} and set(runs["test_size"]) == {10_000}
+    for run_dir, model in zip(runs["run_dir"], runs["model"], strict=True):
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        assert config["batch_size"] == 128 and config["flip"] is False  # crops only
+        assert config["weight_decay"] == (5e-4 if model == "yu_cnn_nolrn" else 0.0)

@@ -48,6 +48,9 @@ GRIDS = {
     "improved-vs-paper": "The improved recipe against the paper's, cell by cell",
     "paper-b": "Paper B, Table 1",
     "paper-a-cifar10-complete": "Paper A's CIFAR-10 column on the complete data",
+    "paper-b-complete": "Paper B on the complete CIFAR-10 (in progress)",
+    "paper-a-cpu-bf16": "One cell in bf16 on the CPU",
+    "cpu-bf16-vs-fp32": "That cell in bf16 against fp32",
 }
 
 
@@ -147,7 +150,9 @@ def _grid_page(grid: str, heading: str) -> str:
     folder = REPO / "results" / grid
     figures = REPO / "figures" / "results" / grid
     parts = [f"# {heading}\n", f"The files of `results/{grid}/`, as committed.\n"]
-    for table in sorted(folder.glob("*_table.md")) + sorted(folder.glob("*_recipes.md")):
+    tables = [p for pattern in ("*_table.md", "*_recipes.md", "*_precision.md")
+              for p in sorted(folder.glob(pattern))]  # fmt: skip
+    for table in tables:
         parts.append(f"```{{include}} ../results/{grid}/{table.name}\n:start-line: 2\n```\n")
     if (figures / "table.png").exists():
         parts.append(f"![The table as dots](../figures/results/{grid}/table.png)\n")
