@@ -34,6 +34,7 @@ __all__ = [
     "THREADS_VAR",
     "autocast",
     "available_cores",
+    "cpuinfo",
     "describe_device",
     "deterministic",
     "environment",
@@ -209,14 +210,20 @@ def autocast(device: torch.device, *, amp: bool = True, cpu_bf16: bool = False):
 
 
 # ---------------------------------------------------------------- environment
-def _cpu_name() -> str:
+def cpuinfo(field: str) -> str | None:
+    """The first value of `field` ("model name", "vendor_id", ...) in Linux's
+    /proc/cpuinfo, or None where there is no such file or field."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_name() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:

@@ -31,21 +31,12 @@ from pathlib import Path
 
 import torch
 
-
-def _vendor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
+from hybridlib import runtime
 
 # The kernels PyTorch picks on this CPU (AVX2, AVX512, ...) and its vendor: they change
 # float sums. CAPABILITY alone names the oldest records, made before vendors were told apart.
 CAPABILITY = torch.backends.cpu.get_cpu_capability()
-CPU = f"{CAPABILITY} {_vendor()}"
+CPU = f"{CAPABILITY} {runtime.cpuinfo('vendor_id') or 'unknown'}"
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pin_runs.json"
 COMMON = ["--dataset", "digits", "--limit", "160", "--val-every", "1", "--device", "cpu"]
