@@ -104,13 +104,15 @@ class EvalResult:
 def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
     """The optimiser named by `config.optimizer` (paper A: Adam, lr 1e-4)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    # foreach: one multi-tensor update for all parameters instead of a Python loop over
+    # them; bit-identical to the loop (tests/test_train.py), 7 % faster per CPU step for
+    # `cnn` here, and what PyTorch already picks for CUDA tensors
+    options = dict(lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, **options)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+        return torch.optim.AdamW(params, **options)
+    return torch.optim.SGD(params, momentum=config.momentum, **options)
 
 
 def make_scheduler(optimizer, config: RunConfig, total_steps: int):

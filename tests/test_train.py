@@ -282,6 +282,31 @@ def test_the_notebooks_train_step_is_the_engines_eager_step():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_the_multi_tensor_update_is_bit_identical_to_the_loop(optimizer):
+    """`make_optimizer`'s foreach update gives exactly the weights of PyTorch's
+    per-parameter loop, so switching it on changed no result."""
+    config = RunConfig(model="cnn", optimizer=optimizer, lr=1e-3, weight_decay=5e-4)
+    torch.manual_seed(0)
+    models = [build_model("cnn") for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fast_one = train.make_optimizer(models[0], config)
+    assert all(group["foreach"] for group in fast_one.param_groups)
+    looped = train.make_optimizer(models[1], config)
+    for group in looped.param_groups:
+        group["foreach"] = False  # PyTorch's per-parameter loop
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x = torch.randn(4, 3, 32, 32, generator=generator)
+        y = torch.randint(0, 10, (4,), generator=generator)
+        for model, opt in zip(models, (fast_one, looped), strict=True):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_evaluate_run_matches_summary(finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
     result = trainer.evaluate_run(finished_run, device="cpu", write=False)
