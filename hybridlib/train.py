@@ -101,13 +101,20 @@ class EvalResult:
         return confusion_frame(self.confusion, self.classes)
 
 
-def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """The optimiser named by `config.optimizer` (paper A: Adam, lr 1e-4)."""
+def make_optimizer(
+    model: torch.nn.Module, config: RunConfig, *, fused: bool = False
+) -> torch.optim.Optimizer:
+    """The optimiser named by `config.optimizer` (paper A: Adam, lr 1e-4).
+
+    fused: one fused kernel for the whole update (`bench`'s fastest CPU path); faster
+    still, but it rounds differently from the loop, so training runs do not use it.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     # foreach: one multi-tensor update for all parameters instead of a Python loop over
     # them; bit-identical to the loop (tests/test_train.py), 7 % faster per CPU step for
     # `cnn` here, and what PyTorch already picks for CUDA tensors
-    options = dict(lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    options = dict(lr=config.lr, weight_decay=config.weight_decay)
+    options["fused" if fused else "foreach"] = True
     if config.optimizer == "adam":
         return torch.optim.Adam(params, **options)
     if config.optimizer == "adamw":

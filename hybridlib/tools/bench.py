@@ -17,10 +17,12 @@ In one process, on the same model, data and batch size, it times three ways to t
    `run_epoch`): the split held in memory on the device with on-device flips,
    bf16 autocast on CUDA, the loss read back every step on the CPU, every 25 on a GPU.
 3. fastest: on CUDA the CUDA-graph step of `hybridlib.engine.fast` (channels-last, bf16);
-   on the CPU channels-last with the loss read every 25 steps, and bf16 autocast
-   where the CPU computes bf16 natively (AMX or AVX-512 BF16, `native_cpu_bf16`;
-   elsewhere emulated bf16 is slower than fp32). `--cpu-bf16 on|off` overrides the
-   detection; bf16 changes the numerics (results/README.md checks a paper cell).
+   on the CPU channels-last with the loss read every 25 steps, fused Adam (one
+   kernel for the update; it rounds differently from the loop training runs use),
+   and bf16 autocast where the CPU computes bf16 natively (AMX or AVX-512 BF16,
+   `native_cpu_bf16`; elsewhere emulated bf16 is slower than fp32). `--cpu-bf16
+   on|off` overrides the detection; bf16 changes the numerics (results/README.md
+   checks a paper cell).
 
 Every path starts from the same seed and the same initial weights. Set-up (decoding,
 moving data, graph capture) and `--warmup` steps are excluded; then the paths take
@@ -182,6 +184,7 @@ def _epochs(
     step_mode,
     sync_every=None,
     cpu_bf16=False,
+    fused=False,
 ):
     """`train_one_epoch` (what `fit` runs) over `steps` batches at a time; returns the runner."""
     model.to(device)
@@ -196,7 +199,7 @@ def _epochs(
         seed=config.seed,
         channels_last=channels_last,
     )
-    optimizer = train.make_optimizer(model, config)
+    optimizer = train.make_optimizer(model, config, fused=fused)
     ctx = runtime.autocast(device, amp=config.amp, cpu_bf16=cpu_bf16)
     step_fn = fast.make_train_step(model, optimizer, device=device, ctx=ctx, mode=step_mode)
     batches = _forever(loader)
@@ -231,7 +234,8 @@ def _default(bundle, model, device, config, crop):
 
 
 def _fastest(bundle, model, device, config, crop, cpu_bf16: bool):
-    """Channels-last, a CUDA-graph step on CUDA (bf16), loss read every 25 steps."""
+    """Channels-last, a CUDA-graph step on CUDA (bf16), fused Adam on the CPU, loss read
+    every 25 steps."""
     return _epochs(
         bundle,
         model,
@@ -242,6 +246,7 @@ def _fastest(bundle, model, device, config, crop, cpu_bf16: bool):
         step_mode="auto",
         sync_every=FAST_SYNC_EVERY,
         cpu_bf16=cpu_bf16,
+        fused=device.type == "cpu",
     )
 
 
@@ -308,8 +313,9 @@ def _settings_text(path: str, device: torch.device, config, step_mode: str, cpu_
     precision = _cpu_precision(cpu_bf16) if device.type == "cpu" else "fp32"
     if cuda and config.amp:
         precision = "bf16 autocast"
+    optimizer = "fused Adam, " if device.type == "cpu" else ""
     return (
-        f"in-memory device loader, channels-last, {precision}, {step_mode} step, "
+        f"in-memory device loader, channels-last, {precision}, {optimizer}{step_mode} step, "
         f"loss read every {FAST_SYNC_EVERY} steps"
     )
 
