@@ -229,16 +229,11 @@ def train_one_epoch(
     images = steps = 0
     start = time.perf_counter()
     for x, y in loader:
-        with ctx:
-            output = model(x)
-            loss = training_loss(model, output, x, y, label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum += loss.detach().float() * y.shape[0]
-        correct += (model.logits(output).argmax(dim=1) == y).sum()
+        loss, batch_correct = train_step(
+            model, optimizer, x, y, ctx=ctx, scheduler=scheduler, label_smoothing=label_smoothing
+        )
+        loss_sum += loss.float() * y.shape[0]
+        correct += batch_correct
         images, steps = images + y.shape[0], steps + 1
     if images == 0:
         return EpochResult(math.nan, math.nan, 0, 0, time.perf_counter() - start)
