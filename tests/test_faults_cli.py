@@ -205,29 +205,6 @@ def test_an_invalid_thread_count_is_refused_before_any_work(capsys, tmp_env, mon
     assert not (tmp_env / "runs").exists()  # no run folder was started
 
 
-def test_shielded_holds_signals_off_while_files_are_written():
-    import os
-    import signal
-
-    from hybridlib.engine import system
-    from hybridlib.errors import Terminated
-
-    # as in a terminal, even where the test runner was started with SIGINT ignored
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with system.shielded(deliver=False):
-            os.kill(os.getpid(), signal.SIGINT)  # dropped: the caller is already stopping
-        with pytest.raises(KeyboardInterrupt), system.shielded():
-            os.kill(os.getpid(), signal.SIGINT)
-            written = True  # the block ran to its end before the interrupt
-        assert written
-        with pytest.raises(Terminated), system.shielded():
-            os.kill(os.getpid(), signal.SIGTERM)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def test_results_print_a_small_learning_rate_readably(capsys, tmp_path):
     run_dir = tmp_path / "run"
     assert cli.main(["train", *QUICK, "--lr", "1e-4", "--out", str(run_dir)]) == 0
