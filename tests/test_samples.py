@@ -33,6 +33,7 @@ def test_the_command_draws_them_from_the_real_data(shared_data, tmp_path, capsys
     printed = capsys.readouterr().out.split()
     assert printed == [str(out / f"{name}.png") for name in samples.REAL]
     stamp = json.loads((out / "provenance.json").read_text())
+    assert stamp["command"] == " ".join(["python -m hybridlib", *args])
     committed = json.loads((COMMITTED / "provenance.json").read_text())
     for name in samples.REAL:  # the same classes as the committed grids, in the same rows
         assert stamp["datasets"][name]["classes"] == committed["datasets"][name]["classes"]
@@ -40,6 +41,7 @@ def test_the_command_draws_them_from_the_real_data(shared_data, tmp_path, capsys
 
 
 def test_a_missing_data_set_says_where_it_was_looked_for(tmp_path):
-    with pytest.raises(HybridError, match="cifar10"):
+    with pytest.raises(HybridError, match="cifar10") as caught:
         samples.save_sample_figures(tmp_path / "empty", tmp_path / "out", names=["cifar10"])
+    assert "first run: python -m hybridlib data cifar10 --download" in str(caught.value)
     assert not (tmp_path / "out" / "provenance.json").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hybridlib import plots, runtime
 from hybridlib.data import load_dataset
+from hybridlib.errors import HybridError
 
 REAL = ("cifar10", "caltech101", "tiny-imagenet")
 
@@ -46,18 +47,26 @@ def save_sample_figures(
     Returns:
         The figures written.
     """
+    command = f"python -m hybridlib figures --samples --data-root {root}"
+    command += f" --out {out}" if out is not None else ""
     out = Path(out) if out is not None else default_out()
     out.mkdir(parents=True, exist_ok=True)
     paths, sources = [], {}
     for name in names:
-        bundle = load_dataset(name, root, limit=limit)
+        try:
+            bundle = load_dataset(name, root, limit=limit)
+        except HybridError as error:  # this command reads only: say how to download first
+            raise HybridError(
+                f"{error}\n`figures --samples` does not download; first run: "
+                f"python -m hybridlib data {name} --download --data-root {root}"
+            ) from None
         fig = plots.plot_samples(bundle, per_class=8)
         path = out / f"{name}.png"
         fig.savefig(path, dpi=dpi, metadata={"Software": None})
         paths.append(path)
         sources[name] = {"source": str(bundle.source), "classes": list(bundle.classes)}
     stamp = {
-        "command": f"python -m hybridlib figures --samples --data-root {root}",
+        "command": command,
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": runtime.git_commit(),
         "split": "train",
