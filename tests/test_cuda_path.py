@@ -101,3 +101,28 @@ def test_the_gpu_check_script_parses_and_its_commands_exist():
     ):
         assert argv.split()[0] in script.read_text()
         parser.parse_args(argv.split())  # exits on an option that does not exist
+
+
+def test_the_gpu_checks_test_files_need_none_of_the_notebook_tools():
+    """The GPU check runs only the files with CUDA tests, on a machine that has torch but
+    not papermill, nbval, the widgets or the site's tools: those files must import
+    without them (the check installs only the core's wheels)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    script = (tests.parent / "benchmarks" / "gpu_check.sh").read_text()
+    assert 'grep -l "pytest.mark.cuda" tests/test_*.py' in script
+    files = [p.stem for p in sorted(tests.glob("test_*.py")) if "pytest.mark.cuda" in p.read_text()]
+    assert {"test_bench", "test_data", "test_loading_ranks"} <= set(files)
+    absent = ["papermill", "nbformat", "nbclient", "nbval", "yaml", "ipywidgets", "playwright",
+              "myst_nb", "check_jsonschema", "jupyterlab"]  # fmt: skip
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({absent!r})); "
+        f"sys.path.insert(0, {str(tests)!r}); import conftest; "
+        + "; ".join(f"import {name}" for name in files)
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, re.sub(r"\s+", " ", done.stderr)[-600:]
