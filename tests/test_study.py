@@ -221,3 +221,28 @@ def test_paper_b_on_the_complete_data_runs_at_the_papers_stated_settings():
         config = json.loads((Path(run_dir) / "config.json").read_text())
         assert config["batch_size"] == 128 and config["flip"] is False  # crops only
         assert config["weight_decay"] == (5e-4 if model == "yu_cnn_nolrn" else 0.0)
+
+
+@pytest.mark.parametrize(
+    "folder, grid",
+    [
+        ("paper-a-cifar10-complete", dict(table="paper-a", datasets=["cifar10"])),
+        ("paper-b-complete", dict(table="paper-b")),
+    ],
+)
+def test_a_grid_continues_elsewhere_from_its_committed_runs(folder, grid, tmp_path):
+    """Copied into a grid folder, the committed runs are the runs `reproduce` would
+    train now, finished, so it skips them (results/README.md): the code's settings for
+    these grids have not drifted since they ran."""
+    import shutil
+
+    from hybridlib.study import reproduce
+
+    for run in (RESULTS / folder / "runs").iterdir():
+        shutil.copytree(run, tmp_path / run.name)
+    configs = reproduce.grid_configs(**grid, seeds=3, out=tmp_path, device="cpu")
+    statuses = {Path(c.out).name: reproduce._status(c) for c in configs}
+    committed = {p.name for p in (RESULTS / folder / "runs").iterdir()}
+    assert committed <= set(statuses)
+    assert {name: statuses[name] for name in committed} == dict.fromkeys(committed, "complete")
+    assert all(statuses[name] == "new" for name in set(statuses) - committed)
