@@ -46,6 +46,10 @@ TESTS_NOTE = (
 )
 
 
+def _comparisons(n: int) -> str:
+    return f"{n} comparison" + ("" if n == 1 else "s")
+
+
 def to_markdown(frame: pd.DataFrame, *, floatfmt: str = ".2f", index: bool = True) -> str:
     """A GitHub-flavoured markdown table (no extra dependency)."""
     frame = frame.reset_index() if index else frame
@@ -109,9 +113,12 @@ def tests_markdown(tests: pd.DataFrame) -> str:
     )
     if "recipe" in tests:
         sizes = tests.groupby("recipe")["p_value"].count()
-        family = "; ".join(f"{r}: {n} comparisons" for r, n in sizes.items())
+        family = "; ".join(f"{r}: {_comparisons(n)}" for r, n in sizes.items())
     else:
-        family = f"{int(tests['p_value'].notna().sum())} comparisons"
+        tested = int(tests["p_value"].notna().sum())
+        family = _comparisons(tested)
+        if tested < len(tests):
+            family += f" with a p; {len(tests) - tested} more once each model has 2 seeds"
     return to_markdown(shown, index=False) + TESTS_NOTE.format(family=family)
 
 
