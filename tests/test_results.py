@@ -423,6 +423,33 @@ def test_write_tables_with_both_recipes(tmp_path):
     assert "higher in 2 of 2 cells" in text
     # cnn: 100 s and 200 s per run; cnn_lstm: 60 s per run with each recipe
     assert "80 s (paper's) and 130 s (improved), 1.62x" in text
+    assert "| paper's recipe (ours, fp32) | improved (fp32) |" in text
+    assert "different precisions" not in text
+
+
+def test_recipes_compare_across_precisions_only_one_precision_a_side(tmp_path):
+    """An improved grid in bf16 against the paper's recipe in fp32: the comparison runs
+    and says which precision each side trained in; a side that mixes them is refused."""
+    for seed, (paper, improved) in enumerate([(0.74, 0.80), (0.75, 0.81), (0.745, 0.805)]):
+        make_run(tmp_path / "paper", "cnn", "cifar10", seed, paper, train_size=45_000)
+        make_run(tmp_path / "improved", "cnn", "cifar10", seed, improved, recipe="improved",
+                 train_size=45_000, cpu_bf16=True)  # fmt: skip
+    folders = [tmp_path / "paper", tmp_path / "improved"]
+    row = results.compare_recipes(folders, "paper-a").iloc[0]
+    assert (row["precision_a"], row["precision_b"]) == ("bf16", "fp32")
+    assert row["diff"] == pytest.approx(6.0)
+    paths = results.write_tables(folders, tmp_path / "out", "paper-a")
+    text = paths["recipes_md"].read_text()
+    assert "| paper's recipe (ours, fp32) | improved (bf16) |" in text
+    assert "different precisions (paper's recipe fp32, improved bf16)" in text
+    make_run(tmp_path / "improved", "cnn", "cifar10", 3, 0.80, recipe="improved",
+             train_size=45_000)  # fmt: skip  (an fp32 seed among the bf16 ones)
+    with pytest.raises(HybridError, match=r"cnn on cifar10 \(improved recipe\) .* \(bf16 and fp32\)"):
+        results.compare_recipes(folders, "paper-a")
+    make_run(tmp_path / "subset", "cnn", "cifar10", 0, 0.70, recipe="improved",
+             train_size=9_000, cpu_bf16=True)  # fmt: skip
+    with pytest.raises(HybridError, match="different splits"):  # equal data, always
+        results.compare_recipes([tmp_path / "paper", tmp_path / "subset"], "paper-a")
 
 
 def test_results_cli_copies_runs_and_draws_figures(grid, tmp_path, capsys):

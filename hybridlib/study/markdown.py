@@ -130,6 +130,7 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
         runs: the runs it was made from (for the data sets' labels).
     """
     names = dataset_labels(complete_runs(runs))
+    base, other = _precisions(compared, "precision_b"), _precisions(compared, "precision_a")
     lines = [
         to_markdown(_recipes_frame(compared, names), index=False),
         "\nAccuracy: mean test accuracy (%) over n seeds; diff = improved - paper's recipe, "
@@ -138,23 +139,32 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
         "of this table, and the verdict uses it; MDE: the smallest difference (points) "
         "detected with 80 % power at 0.05 two-sided from the pooled seed sd (noncentral t). "
         "Time: mean training seconds per run.\n",
-        "\n## Best per data set\n",
     ]
+    if base != other:
+        lines.append(
+            f"\nThe two recipes trained in different precisions (paper's recipe {base or '?'}, "
+            f"improved {other or '?'}): each difference includes whatever the precision "
+            "changes, which `results --compare precision` measures on a cell trained both "
+            "ways.\n"
+        )
+    lines.append("\n## Best per data set\n")
     for dataset in dict.fromkeys(compared["dataset"]):
         lines.append(_best_line(compared[compared["dataset"] == dataset], names[dataset]))
     return "".join(lines)
 
 
 def _recipes_frame(compared: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
-    """The cells of `compare_recipes` as text columns, the paper's recipe first."""
+    """The cells of `compare_recipes` as text columns, the paper's recipe first; each
+    recipe's column names its precision where the runs record one."""
+    base, other = _precisions(compared, "precision_b"), _precisions(compared, "precision_a")
     return pd.DataFrame(
         {
             "model": compared["model"].map(lambda m: LABELS.get(m, m)),
             "data set": compared["dataset"].map(names),
-            "paper's recipe (ours)": [
+            "paper's recipe (ours" + (f", {base})" if base else ")"): [
                 f"{m:.1f} (n={n})" for m, n in zip(compared["mean_b"], compared["n_b"], strict=True)
             ],
-            "improved": [
+            "improved" + (f" ({other})" if other else ""): [
                 f"{m:.1f} (n={n})" for m, n in zip(compared["mean_a"], compared["n_a"], strict=True)
             ],
             "diff": compared["diff"].map("{:+.1f}".format),
@@ -173,6 +183,13 @@ def _recipes_frame(compared: pd.DataFrame, names: dict[str, str]) -> pd.DataFram
             ],
         }
     )
+
+
+def _precisions(compared: pd.DataFrame, column: str) -> str:
+    """The precisions in one column of a `compare_recipes` frame, e.g. "bf16", or ""."""
+    if column not in compared:  # a frame written before precisions were recorded
+        return ""
+    return ", ".join(sorted({str(p) for p in compared[column].dropna()}))
 
 
 def comparison_markdown(compared: pd.DataFrame, runs, base: str, other: str) -> str:

@@ -89,29 +89,41 @@ def paper_table(
 def _one_experiment_per_cell(runs: pd.DataFrame, *, across: str | None = None) -> pd.DataFrame:
     """`runs`, after checking that no cell (model, data set, recipe) mixes runs trained
     on different splits or in different precisions. With `across` (a column two groups
-    of runs are compared on, as in `compare_recipes`) a cell is (model, data set), and
-    everything but `across` must agree."""
+    of runs are compared on, as in `compare_recipes`) a cell is (model, data set): both
+    groups must have the same split, and each group one precision, which may differ
+    between the groups (a bf16 grid against an fp32 one: the comparison says so)."""
     runs = runs.assign(recipe=runs["recipe"].fillna("paper"))
-    keys = ["model", "dataset"] + ([] if across else ["recipe"])
     fields = {"train_size": "splits", "precision": "precisions", "recipe": "recipes"}
-    fields = {f: what for f, what in fields.items() if f not in keys and f != across}
     fields = {f: what for f, what in fields.items() if f in runs}  # old runs.csv: no precision
-    for key, cell in runs.groupby(keys, sort=False):
-        for field, what in fields.items():
-            values = sorted(set(cell[field].dropna()))
-            if len(values) <= 1:
-                continue
-            if field == "train_size":
-                shown = " and ".join(f"{int(v):,}" for v in values) + " training images"
-            else:
-                shown = " and ".join(map(str, values))
-            where = f" ({key[2]} recipe)" if len(key) > 2 else ""
-            raise HybridError(
-                f"the runs of {key[0]} on {key[1]}{where} were trained on different {what} "
-                f"({shown}): a cell must be one experiment; keep one split per data set "
-                "with `hybridlib.study.results.one_split`, and table other precisions apart"
-            )
+    if across is None:
+        checks = [(["model", "dataset", "recipe"], ("train_size", "precision"))]
+    else:
+        whole = tuple(f for f in ("train_size", "recipe") if f != across)
+        side = () if across == "precision" else ("precision",)
+        checks = [(["model", "dataset"], whole), (["model", "dataset", across], side)]
+    for keys, checked in checks:
+        checked = [f for f in checked if f in fields]
+        for key, cell in runs.groupby(keys, sort=False):
+            for field in checked:
+                _refuse_mixed(cell, field, fields[field], key)
     return runs
+
+
+def _refuse_mixed(cell: pd.DataFrame, field: str, what: str, key: tuple) -> None:
+    """Raise `HybridError` if the runs of one cell differ in `field`."""
+    values = sorted(set(cell[field].dropna()))
+    if len(values) <= 1:
+        return
+    if field == "train_size":
+        shown = " and ".join(f"{int(v):,}" for v in values) + " training images"
+    else:
+        shown = " and ".join(map(str, values))
+    where = f" ({key[2]} recipe)" if len(key) > 2 else ""
+    raise HybridError(
+        f"the runs of {key[0]} on {key[1]}{where} were trained on different {what} "
+        f"({shown}): a cell must be one experiment; keep one split per data set "
+        "with `hybridlib.study.results.one_split`, and table other precisions apart"
+    )
 
 
 def _cell_summary(cell: pd.DataFrame, paper: float) -> dict[str, Any]:
@@ -328,8 +340,10 @@ def compare_recipes(
         number, whether `other`'s mean beats it and beats `base`'s (`beats_paper`,
         `beats_base`: larger mean, and for the latter a significant Holm-adjusted
         test), the mean training time per run of each recipe (`time_base_s`,
-        `time_other_s`), the seed sds, the minimum detectable effect (`mde`) and the
-        binomial standard errors of one run's accuracy (`se_test_a`, `se_test_b`).
+        `time_other_s`), the seed sds, the minimum detectable effect (`mde`), the
+        binomial standard errors of one run's accuracy (`se_test_a`, `se_test_b`) and
+        the precision each side trained in (`precision_a`, `precision_b`: "fp32" or
+        "bf16"; each side of a cell is one precision, the two sides may differ).
     """
     spec = table_spec(table)
     runs = complete_runs(runs)
@@ -348,7 +362,7 @@ def compare_recipes(
     columns = ["model", "dataset", "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low"]
     columns += ["ci_high", "t", "df", "p_value", "p_holm", "verdict", "paper", "beats_paper"]
     columns += ["beats_base", "time_base_s", "time_other_s", "sd_a", "sd_b", "sd_pooled"]
-    columns += ["mde", "se_test_a", "se_test_b"]
+    columns += ["mde", "se_test_a", "se_test_b", "precision_a", "precision_b"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -377,7 +391,18 @@ def _recipe_row(
         "time_other_s": _mean_time(other_runs, model, dataset),
         "se_test_a": _cell_se(other_runs, model, dataset),
         "se_test_b": _cell_se(base_runs, model, dataset),
+        "precision_a": _cell_precision(other_runs, model, dataset),
+        "precision_b": _cell_precision(base_runs, model, dataset),
     }
+
+
+def _cell_precision(runs: pd.DataFrame, model: str, dataset: str) -> str | None:
+    """The precision a cell's runs trained in (one, checked), or None where unrecorded."""
+    if "precision" not in runs:
+        return None
+    cell = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
+    found = sorted(set(cell["precision"].dropna()))
+    return found[0] if found else None
 
 
 def _cell_se(runs: pd.DataFrame, model: str, dataset: str) -> float:
