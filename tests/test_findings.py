@@ -24,9 +24,9 @@ def _pairs(**changes):
 
 def test_a_difference_is_real_only_after_holm():
     text = findings.findings_markdown(_pairs(p_holm=0.01))
-    assert "larger than seed noise" in text and "1 of 1 comparisons" in text
+    assert "larger than seed noise" in text and "1 of 1 tested comparisons" in text
     text = findings.findings_markdown(_pairs())
-    assert "within seed noise" in text and "0 of 1 comparisons" in text
+    assert "within seed noise" in text and "0 of 1 tested comparisons" in text
     assert "excludes zero" in text  # the unadjusted interval does, Holm does not
     assert "excludes zero" not in findings.findings_markdown(_pairs(ci_low=-3.5, ci_high=0.5))
 
@@ -50,7 +50,7 @@ def test_every_number_comes_from_the_committed_tables():
     numbers = re.findall(r"(?<![\w.])\d+(?:\.\d+)?", text)
     unexplained = [n for n in numbers if n not in allowed]
     assert not unexplained, unexplained
-    assert f"{len(recipes)} of them" in text or "of them" in text
+    assert f"of the {len(recipes)} tested exceed seed noise" in text
 
 
 def test_per_class_names_the_hardest_classes():
@@ -59,6 +59,25 @@ def test_per_class_names_the_hardest_classes():
     text = findings.findings_markdown(_pairs(), recall=recall, labels={"caltech101": "Caltech"})
     assert "**Caltech, per class**: lowest mean recall over the models: ant (40%)" in text
     assert "highest: faces (98%)" in text
+
+
+def test_a_comparison_with_one_seed_a_side_is_not_called_within_noise():
+    """A cell with one seed has no test: the text says so instead of 'within seed noise'."""
+    one = _pairs(n_a=1, p_holm=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
+    text = findings.findings_markdown(pd.concat([one, _pairs(a="autoencoder")]))
+    assert "0 of 1 tested comparisons exceed seed noise (1 not testable yet)" in text
+    assert "-2.0 points from 1 and 3 seeds: not tested" in text
+    assert text.count("within seed noise") == 1  # the tested pair only
+    recipes = pd.DataFrame([
+        {"model": "cnn", "dataset": "cifar10", "n_a": 1, "n_b": 3, "diff": 6.5, "p_holm": None},
+        {"model": "cnn", "dataset": "caltech101", "n_a": 3, "n_b": 3, "diff": 7.0, "p_holm": 0.001},
+        {"model": "cnn_lstm", "dataset": "caltech101", "n_a": 3, "n_b": 3, "diff": 0.5,
+         "p_holm": 0.6},
+    ])  # fmt: skip
+    line = findings.recipe_findings(recipes)[0]
+    assert "1 of the 2 tested exceed seed noise" in line
+    assert "Within seed noise: cnn_lstm on caltech101 (+0.5)." in line
+    assert "Not tested yet (fewer than 2 seeds a side): cnn on cifar10 (+6.5)." in line
 
 
 def test_no_pairs_no_claims():

@@ -442,9 +442,12 @@ def test_recipes_compare_across_precisions_only_one_precision_a_side(tmp_path):
     text = paths["recipes_md"].read_text()
     assert "| paper's recipe (ours, fp32) | improved (bf16) |" in text
     assert "different precisions (paper's recipe fp32, improved bf16)" in text
-    make_run(tmp_path / "improved", "cnn", "cifar10", 3, 0.80, recipe="improved",
-             train_size=45_000)  # fmt: skip  (an fp32 seed among the bf16 ones)
-    with pytest.raises(HybridError, match=r"cnn on cifar10 \(improved recipe\) .* \(bf16 and fp32\)"):
+    make_run(
+        tmp_path / "improved", "cnn", "cifar10", 3, 0.80, recipe="improved", train_size=45_000
+    )  # fmt: skip  (an fp32 seed among the bf16 ones)
+    with pytest.raises(
+        HybridError, match=r"cnn on cifar10 \(improved recipe\) .* \(bf16 and fp32\)"
+    ):
         results.compare_recipes(folders, "paper-a")
     make_run(tmp_path / "subset", "cnn", "cifar10", 0, 0.70, recipe="improved",
              train_size=9_000, cpu_bf16=True)  # fmt: skip

@@ -25,8 +25,18 @@ def _name(labels: Mapping[str, str], key: str) -> str:
     return labels.get(key, key)
 
 
+def _untested(rows: pd.DataFrame) -> pd.Series:
+    """True where a comparison has no test: fewer than 2 seeds a side, or no p."""
+    return (rows["n_a"] < 2) | (rows["n_b"] < 2) | rows["p_holm"].isna()
+
+
 def _pair_sentence(row: pd.Series, labels: Mapping[str, str], alpha: float) -> str:
     a, b = _name(labels, row["a"]), _name(labels, row["b"])
+    if _untested(pd.DataFrame([row])).iloc[0]:
+        return (
+            f"{a} vs {b}: {row['diff']:+.1f} points from {int(row['n_a'])} and "
+            f"{int(row['n_b'])} seeds: not tested (a test needs 2 seeds or more per model)."
+        )
     interval = f"{row['diff']:+.1f} points (95 % CI {row['ci_low']:+.1f} to {row['ci_high']:+.1f})"
     if row["p_holm"] < alpha:
         return f"{a} vs {b}: {interval}, Holm p = {row['p_holm']:.3f}: larger than seed noise."
@@ -59,8 +69,11 @@ def model_findings(
     labels = labels or {}
     lines = []
     for dataset, part in tests.groupby("dataset", sort=False):
-        real = int((part["p_holm"] < alpha).sum())
-        head = f"**{_name(labels, dataset)}**: {real} of {len(part)} comparisons exceed seed noise."
+        real, untested = int((part["p_holm"] < alpha).sum()), int(_untested(part).sum())
+        head = (
+            f"**{_name(labels, dataset)}**: {real} of {len(part) - untested} tested comparisons "
+            "exceed seed noise" + (f" ({untested} not testable yet)." if untested else ".")
+        )
         pairs = [_pair_sentence(row, labels, alpha) for _, row in part.iterrows()]
         lines.append("* " + head + "\n" + "\n".join(f"  * {p}" for p in pairs))
     return lines
@@ -79,21 +92,27 @@ def recipe_findings(
     if recipes is None or not len(recipes):
         return []
     labels = labels or {}
-    real = recipes[recipes["p_holm"] < alpha]
+
+    def cells(rows: pd.DataFrame) -> str:
+        return ", ".join(
+            f"{_name(labels, r.model)} on {_name(labels, r.dataset)} ({r.diff:+.1f})"
+            for r in rows.itertuples()
+        )
+
+    untested = _untested(recipes)
+    tested = recipes[~untested]
+    real = tested[tested["p_holm"] < alpha]
     smallest, largest = recipes["diff"].min(), recipes["diff"].max()
     where = ", ".join(_name(labels, d) for d in dict.fromkeys(recipes["dataset"]))
     line = (
         f"* **The recipe**: the improved recipe minus the paper's ranges from "
         f"{smallest:+.1f} to {largest:+.1f} points over {len(recipes)} cells ({where}); "
-        f"{len(real)} of them exceed seed noise after Holm's correction."
+        f"{len(real)} of the {len(tested)} tested exceed seed noise after Holm's correction."
     )
-    if len(real) < len(recipes):
-        rest = recipes[recipes["p_holm"] >= alpha]
-        cells = ", ".join(
-            f"{_name(labels, r.model)} on {_name(labels, r.dataset)} ({r.diff:+.1f})"
-            for r in rest.itertuples()
-        )
-        line += f" Within seed noise: {cells}."
+    if len(real) < len(tested):
+        line += f" Within seed noise: {cells(tested[tested['p_holm'] >= alpha])}."
+    if untested.any():
+        line += f" Not tested yet (fewer than 2 seeds a side): {cells(recipes[untested])}."
     return [line]
 
 
