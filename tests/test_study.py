@@ -29,13 +29,15 @@ STUDY = {
     "paper-b": ("paper-b", "paper"),
     "paper-a-cifar10-complete": ("paper-a", "paper"),
     "paper-a-cpu-bf16": ("paper-a", "paper"),  # one cell in bf16, against paper-a's fp32
-    "paper-b-complete": ("paper-b", "paper"),  # in progress: the finished runs so far
+    "paper-b-complete": ("paper-b", "paper"),
+    # in progress: the finished runs so far, bf16 autocast on the CPU
+    "paper-a-improved-cifar10-complete": ("paper-a", "improved"),
 }
 
 
 def test_the_study_is_committed():
     folders = {p.name for p in RESULTS.iterdir() if p.is_dir()}
-    assert folders == {*STUDY, "improved-vs-paper", "cpu-bf16-vs-fp32"}
+    assert folders == {*STUDY, *RECIPES, "cpu-bf16-vs-fp32"}
 
 
 def _flags(column: pd.Series) -> list:
@@ -100,6 +102,19 @@ SOURCES = {
     "paper-a-cifar10-complete": ("paper-a", ["paper-a-cifar10-complete"]),
     "paper-a-cpu-bf16": ("paper-a", ["paper-a-cpu-bf16"]),
     "paper-b-complete": ("paper-b", ["paper-b-complete"]),
+    "paper-a-improved-cifar10-complete": ("paper-a", ["paper-a-improved-cifar10-complete"]),
+    "improved-vs-paper-cifar10-complete": (
+        "paper-a",
+        ["paper-a-cifar10-complete", "paper-a-improved-cifar10-complete"],
+    ),
+}
+# the recipe comparisons: results folder -> the run folders of (the paper's, the improved)
+RECIPES = {
+    "improved-vs-paper": ("paper-a", "paper-a-improved"),
+    "improved-vs-paper-cifar10-complete": (
+        "paper-a-cifar10-complete",
+        "paper-a-improved-cifar10-complete",
+    ),
 }
 
 
@@ -151,18 +166,40 @@ def test_committed_figures_cover_every_cell(folder):
             assert (FIGURES / folder / f"confusion-{dataset}-{model}.png").is_file()
 
 
-def test_committed_recipe_comparison_is_what_the_runs_regenerate():
-    compared = pd.read_csv(RESULTS / "improved-vs-paper" / "paper_a_recipes.csv")
+@pytest.mark.parametrize("folder", RECIPES)
+def test_committed_recipe_comparison_is_what_the_runs_regenerate(folder):
+    compared = pd.read_csv(RESULTS / folder / "paper_a_recipes.csv")
     regenerated = results.compare_recipes(
-        [RESULTS / "paper-a" / "runs", RESULTS / "paper-a-improved" / "runs"], "paper-a"
+        [RESULTS / source / "runs" for source in RECIPES[folder]], "paper-a"
     )
     assert len(compared) == len(regenerated) > 0
     assert compared["model"].tolist() == regenerated["model"].tolist()
     assert compared["verdict"].tolist() == regenerated["verdict"].tolist()
+    for side in ("precision_a", "precision_b"):
+        assert compared[side].tolist() == regenerated[side].tolist()
     columns = ("mean_a", "mean_b", "p_value", "p_holm", "ci_low", "ci_high", "mde")
     for column in (*columns, "time_base_s", "time_other_s"):
         expected = regenerated[column].astype(float)
         np.testing.assert_allclose(compared[column], expected, rtol=1e-4, equal_nan=True)
+
+
+def test_the_improved_recipe_on_the_complete_data_is_the_papers_split_in_bf16():
+    """The improved grid on the complete CIFAR-10 trains in bf16 (allowed once one cell
+    agreed with fp32, `cpu-bf16-vs-fp32`), and every table it is in says so."""
+    runs = committed_runs("paper-a-improved-cifar10-complete")
+    assert set(runs["train_size"]) == {45_000} and set(runs["test_size"]) == {10_000}
+    assert set(runs["precision"]) == {"bf16"} and set(runs["dataset"]) == {"cifar10"}
+    for run_dir in runs["run_dir"]:
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        assert (config["batch_size"], config["epochs"], config["flip"]) == (16, 30, True)
+        assert config["cpu_bf16"] and config["batch_norm"] and config["scheduler"] == "cosine"
+    table = (RESULTS / "paper-a-improved-cifar10-complete" / "paper_a_table.md").read_text()
+    assert "precision bf16." in table
+    recipes = (RESULTS / "improved-vs-paper-cifar10-complete" / "paper_a_recipes.md").read_text()
+    assert "| paper's recipe (ours, fp32) | improved (bf16) |" in recipes
+    assert "different precisions (paper's recipe fp32, improved bf16)" in recipes
+    precision = pd.read_csv(RESULTS / "cpu-bf16-vs-fp32" / "paper_a_precision.csv")
+    assert precision["verdict"].tolist() == ["within seed noise"]  # the check it rests on
 
 
 def test_results_readme_shows_the_committed_numbers():
@@ -175,6 +212,21 @@ def test_results_readme_shows_the_committed_numbers():
                 model,
                 dataset,
             )
+
+
+def test_results_readme_states_paper_b_complete_data_tests_as_committed():
+    """Every comparison of paper B's complete-data grid is quoted in results/README.md
+    with the committed difference and interval, and the README quotes its headline."""
+    text = (RESULTS / "README.md").read_text().replace("\n  ", " ")
+    tests = pd.read_csv(RESULTS / "paper-b-complete" / "paper_b_tests.csv")
+    for row in tests.itertuples():
+        quoted = f"{row.diff:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
+        assert quoted in text, (row.a, row.b, quoted)
+    headline = tests[(tests["a"] == "yu_conv_lstm") & (tests["b"] == "yu_cnn")].iloc[0]
+    readme = (REPO / "README.md").read_text().replace("\n  ", " ")
+    assert (
+        f"{-headline['diff']:.2f} [{headline['ci_low']:+.2f}, {headline['ci_high']:+.2f}]" in readme
+    )
 
 
 def test_the_complete_cifar10_column_is_the_papers_split_and_never_mixed_with_the_subset():
@@ -192,7 +244,10 @@ def test_the_complete_cifar10_column_is_the_papers_split_and_never_mixed_with_th
     assert table.loc[("cnn", "caltech101"), "n_seeds"] == 3
     common = results.one_split(everything, common=True)  # the recipes on equal data
     cells = common[common["dataset"] == "cifar10"]
-    assert set(cells["train_size"]) == {9_000} and set(cells["recipe"]) == {"paper", "improved"}
+    assert set(cells["train_size"]) == {45_000} and set(cells["recipe"]) == {"paper", "improved"}
+    improved = results.one_split(everything)
+    improved = improved[(improved["recipe"] == "improved") & (improved["dataset"] == "cifar10")]
+    assert set(improved["precision"]) == {"bf16"} and set(improved["train_size"]) == {45_000}
 
 
 def test_the_bf16_check_is_what_its_runs_regenerate_and_says_which_precision():
@@ -221,6 +276,10 @@ def test_paper_b_on_the_complete_data_runs_at_the_papers_stated_settings():
         config = json.loads((Path(run_dir) / "config.json").read_text())
         assert config["batch_size"] == 128 and config["flip"] is False  # crops only
         assert config["weight_decay"] == (5e-4 if model == "yu_cnn_nolrn" else 0.0)
+    table = results.paper_table(runs, "paper-b")
+    assert (table["n_seeds"] == 3).all() and len(table) == 5  # every cell of Table 1
+    tests = pd.read_csv(RESULTS / "paper-b-complete" / "paper_b_tests.csv")
+    assert len(tests) == 4 and tests["p_holm"].notna().all()  # every comparison tested
 
 
 @pytest.mark.parametrize(
@@ -228,6 +287,10 @@ def test_paper_b_on_the_complete_data_runs_at_the_papers_stated_settings():
     [
         ("paper-a-cifar10-complete", dict(table="paper-a", datasets=["cifar10"])),
         ("paper-b-complete", dict(table="paper-b")),
+        (
+            "paper-a-improved-cifar10-complete",
+            dict(table="paper-a", datasets=["cifar10"], recipe="improved", cpu_bf16=True),
+        ),
     ],
 )
 def test_a_grid_continues_elsewhere_from_its_committed_runs(folder, grid, tmp_path):

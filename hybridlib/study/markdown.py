@@ -145,7 +145,8 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
             f"\nThe two recipes trained in different precisions (paper's recipe {base or '?'}, "
             f"improved {other or '?'}): each difference includes whatever the precision "
             "changes, which `results --compare precision` measures on a cell trained both "
-            "ways.\n"
+            "ways, and the training times compare precisions (and machines) as much as "
+            "recipes.\n"
         )
     lines.append("\n## Best per data set\n")
     for dataset in dict.fromkeys(compared["dataset"]):
