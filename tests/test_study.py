@@ -229,6 +229,22 @@ def test_results_readme_states_paper_b_complete_data_tests_as_committed():
     )
 
 
+def test_results_readme_states_the_complete_data_recipe_comparison_as_committed():
+    """Each tested cell of the recipes on the complete CIFAR-10 is quoted in
+    results/README.md with its committed difference, interval and p, and the table
+    there gives every cell's seed count as committed."""
+    text = (RESULTS / "README.md").read_text().replace("\n  ", " ")
+    compared = pd.read_csv(RESULTS / "improved-vs-paper-cifar10-complete" / "paper_a_recipes.csv")
+    tested = compared.dropna(subset=["p_value"])
+    assert len(tested)
+    for row in tested.itertuples():
+        assert (
+            f"| {row.diff:+.1f} | [{row.ci_low:+.2f}, {row.ci_high:+.2f}] | {row.p_value:.3g} |"
+            in text
+        )
+        assert f"{row.mean_a:.1f} ± {row.sd_a:.1f} (n={row.n_a})" in text
+
+
 def test_the_complete_cifar10_column_is_the_papers_split_and_never_mixed_with_the_subset():
     complete = committed_runs("paper-a-cifar10-complete")
     assert set(complete["train_size"]) == {45_000} and set(complete["test_size"]) == {10_000}
