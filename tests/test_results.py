@@ -442,9 +442,8 @@ def test_recipes_compare_across_precisions_only_one_precision_a_side(tmp_path):
     text = paths["recipes_md"].read_text()
     assert "| paper's recipe (ours, fp32) | improved (bf16) |" in text
     assert "different precisions (paper's recipe fp32, improved bf16)" in text
-    make_run(
-        tmp_path / "improved", "cnn", "cifar10", 3, 0.80, recipe="improved", train_size=45_000
-    )  # fmt: skip  (an fp32 seed among the bf16 ones)
+    # an fp32 seed among the bf16 ones
+    make_run(tmp_path / "improved", "cnn", "cifar10", 3, 0.80, recipe="improved", train_size=45_000)
     with pytest.raises(
         HybridError, match=r"cnn on cifar10 \(improved recipe\) .* \(bf16 and fp32\)"
     ):

@@ -25,14 +25,15 @@ def _name(labels: Mapping[str, str], key: str) -> str:
     return labels.get(key, key)
 
 
-def _untested(rows: pd.DataFrame) -> pd.Series:
-    """True where a comparison has no test: fewer than 2 seeds a side, or no p."""
-    return (rows["n_a"] < 2) | (rows["n_b"] < 2) | rows["p_holm"].isna()
+def _untested(rows):
+    """True where a comparison has no test: fewer than 2 seeds a side, or no p (for a
+    frame of comparisons, a boolean Series; for one row, a bool)."""
+    return (rows["n_a"] < 2) | (rows["n_b"] < 2) | pd.isna(rows["p_holm"])
 
 
 def _pair_sentence(row: pd.Series, labels: Mapping[str, str], alpha: float) -> str:
     a, b = _name(labels, row["a"]), _name(labels, row["b"])
-    if _untested(pd.DataFrame([row])).iloc[0]:
+    if _untested(row):
         return (
             f"{a} vs {b}: {row['diff']:+.1f} points from {int(row['n_a'])} and "
             f"{int(row['n_b'])} seeds: not tested (a test needs 2 seeds or more per model)."

@@ -132,7 +132,7 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
     names = dataset_labels(complete_runs(runs))
     base, other = _precisions(compared, "precision_b"), _precisions(compared, "precision_a")
     lines = [
-        to_markdown(_recipes_frame(compared, names), index=False),
+        to_markdown(_recipes_frame(compared, names, base, other), index=False),
         "\nAccuracy: mean test accuracy (%) over n seeds; diff = improved - paper's recipe, "
         "with its 95 % confidence interval (Welch, Welch-Satterthwaite df); p: Welch's "
         f"t-test (two-sided); Holm p: adjusted over the family of all {len(compared)} cells "
@@ -154,15 +154,16 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
     return "".join(lines)
 
 
-def _recipes_frame(compared: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+def _recipes_frame(
+    compared: pd.DataFrame, names: dict[str, str], base: str, other: str
+) -> pd.DataFrame:
     """The cells of `compare_recipes` as text columns, the paper's recipe first; each
-    recipe's column names its precision where the runs record one."""
-    base, other = _precisions(compared, "precision_b"), _precisions(compared, "precision_a")
+    recipe's column names its precision (`base`, `other`) where the runs record one."""
     return pd.DataFrame(
         {
             "model": compared["model"].map(lambda m: LABELS.get(m, m)),
             "data set": compared["dataset"].map(names),
-            "paper's recipe (ours" + (f", {base})" if base else ")"): [
+            f"paper's recipe (ours{', ' + base if base else ''})": [
                 f"{m:.1f} (n={n})" for m, n in zip(compared["mean_b"], compared["n_b"], strict=True)
             ],
             "improved" + (f" ({other})" if other else ""): [
