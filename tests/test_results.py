@@ -308,7 +308,7 @@ def test_a_smaller_training_split_is_labelled_a_subset(tmp_path):
 
 
 def test_a_cell_never_mixes_two_splits(tmp_path):
-    # the CIFAR-10 subset of an older study beside the complete data: two experiments
+    # a grid on a 9,000-image subset beside one on the complete data: two experiments
     for seed in range(2):
         make_run(tmp_path / "subset", "cnn", "cifar10", seed, 0.56, train_size=9_000)
         make_run(tmp_path / "full", "cnn", "cifar10", seed, 0.75, train_size=45_000)
@@ -452,6 +452,33 @@ def test_recipes_compare_across_precisions_only_one_precision_a_side(tmp_path):
              train_size=9_000, cpu_bf16=True)  # fmt: skip
     with pytest.raises(HybridError, match="different splits"):  # equal data, always
         results.compare_recipes([tmp_path / "paper", tmp_path / "subset"], "paper-a")
+
+
+def test_a_grid_in_two_precisions_says_which_cell_trained_in_which(tmp_path):
+    """One data set in bf16, another in fp32 (each cell one precision): the table says
+    the precision by data set, and the recipe comparison gives it cell by cell."""
+    for seed in range(3):
+        for dataset, paper, improved, bf16 in [
+            ("cifar10", 0.74, 0.80, True),
+            ("caltech101", 0.90, 0.97, False),
+        ]:
+            make_run(
+                tmp_path / "paper", "cnn", dataset, seed, paper + seed / 200, train_size=45_000
+            )
+            make_run(tmp_path / "improved", "cnn", dataset, seed, improved + seed / 200,
+                     recipe="improved", train_size=45_000, cpu_bf16=bf16)  # fmt: skip
+    paths = results.write_tables(tmp_path / "improved", tmp_path / "alone", "paper-a")
+    assert "Precision by data set: CIFAR-10 bf16; Caltech 101 fp32.\n" in (
+        paths["table_md"].read_text()
+    )
+    paper = results.write_tables(tmp_path / "paper", tmp_path / "paper-only", "paper-a")
+    assert "Precision by data set" not in paper["table_md"].read_text()  # one precision
+    both = [tmp_path / "paper", tmp_path / "improved"]
+    text = results.write_tables(both, tmp_path / "both", "paper-a")["recipes_md"].read_text()
+    assert "| paper's recipe (ours) | improved | precision (paper's, improved) | diff |" in text
+    assert "| CNN | CIFAR-10 | 74.5 (n=3) | 80.5 (n=3) | fp32, bf16 | +6.0 |" in text
+    assert "| CNN | Caltech 101 | 90.5 (n=3) | 97.5 (n=3) | fp32, fp32 | +7.0 |" in text
+    assert "In 1 of the 2 cells the two recipes trained in different precisions" in text
 
 
 def test_results_cli_copies_runs_and_draws_figures(grid, tmp_path, capsys):

@@ -25,19 +25,19 @@ FIGURES = REPO / "figures" / "results"
 # results folder -> (the paper's table, the recipe of its runs)
 STUDY = {
     "paper-a": ("paper-a", "paper"),
+    # Caltech 101 and Tiny ImageNet in fp32; the complete CIFAR-10 in bf16 (its table says so)
     "paper-a-improved": ("paper-a", "improved"),
     "paper-b": ("paper-b", "paper"),
-    "paper-a-cifar10-complete": ("paper-a", "paper"),
     "paper-a-cpu-bf16": ("paper-a", "paper"),  # one cell in bf16, against paper-a's fp32
-    "paper-b-complete": ("paper-b", "paper"),
-    # in progress: the finished runs so far, bf16 autocast on the CPU
-    "paper-a-improved-cifar10-complete": ("paper-a", "improved"),
 }
 
 
 def test_the_study_is_committed():
+    from hybridlib.tools import site
+
     folders = {p.name for p in RESULTS.iterdir() if p.is_dir()}
     assert folders == {*STUDY, *RECIPES, "cpu-bf16-vs-fp32"}
+    assert set(site.GRIDS) == folders  # the website has a page for each
 
 
 def _flags(column: pd.Series) -> list:
@@ -99,23 +99,10 @@ SOURCES = {
     "paper-a-improved": ("paper-a", ["paper-a-improved"]),
     "paper-b": ("paper-b", ["paper-b"]),
     "improved-vs-paper": ("paper-a", ["paper-a", "paper-a-improved"]),
-    "paper-a-cifar10-complete": ("paper-a", ["paper-a-cifar10-complete"]),
     "paper-a-cpu-bf16": ("paper-a", ["paper-a-cpu-bf16"]),
-    "paper-b-complete": ("paper-b", ["paper-b-complete"]),
-    "paper-a-improved-cifar10-complete": ("paper-a", ["paper-a-improved-cifar10-complete"]),
-    "improved-vs-paper-cifar10-complete": (
-        "paper-a",
-        ["paper-a-cifar10-complete", "paper-a-improved-cifar10-complete"],
-    ),
 }
-# the recipe comparisons: results folder -> the run folders of (the paper's, the improved)
-RECIPES = {
-    "improved-vs-paper": ("paper-a", "paper-a-improved"),
-    "improved-vs-paper-cifar10-complete": (
-        "paper-a-cifar10-complete",
-        "paper-a-improved-cifar10-complete",
-    ),
-}
+# the recipe comparison: results folder -> the run folders of (the paper's, the improved)
+RECIPES = {"improved-vs-paper": ("paper-a", "paper-a-improved")}
 
 
 def _without_stamp(text: str) -> str:
@@ -183,21 +170,29 @@ def test_committed_recipe_comparison_is_what_the_runs_regenerate(folder):
         np.testing.assert_allclose(compared[column], expected, rtol=1e-4, equal_nan=True)
 
 
-def test_the_improved_recipe_on_the_complete_data_is_the_papers_split_in_bf16():
-    """The improved grid on the complete CIFAR-10 trains in bf16 (allowed once one cell
-    agreed with fp32, `cpu-bf16-vs-fp32`), and every table it is in says so."""
-    runs = committed_runs("paper-a-improved-cifar10-complete")
-    assert set(runs["train_size"]) == {45_000} and set(runs["test_size"]) == {10_000}
-    assert set(runs["precision"]) == {"bf16"} and set(runs["dataset"]) == {"cifar10"}
-    for run_dir in runs["run_dir"]:
+def test_the_improved_cifar10_column_is_the_papers_split_in_bf16_and_the_tables_say_so():
+    """The improved grid's CIFAR-10 column trains in bf16 (allowed once one cell agreed
+    with fp32, `cpu-bf16-vs-fp32`), its other columns in fp32, and every table it is in
+    says which precision each column or cell trained in."""
+    runs = committed_runs("paper-a-improved")
+    cifar = runs[runs["dataset"] == "cifar10"]
+    assert set(cifar["train_size"]) == {45_000} and set(cifar["test_size"]) == {10_000}
+    assert set(cifar["precision"]) == {"bf16"}
+    assert set(runs.loc[runs["dataset"] != "cifar10", "precision"]) == {"fp32"}
+    for run_dir in cifar["run_dir"]:
         config = json.loads((Path(run_dir) / "config.json").read_text())
         assert (config["batch_size"], config["epochs"], config["flip"]) == (16, 30, True)
         assert config["cpu_bf16"] and config["batch_norm"] and config["scheduler"] == "cosine"
-    table = (RESULTS / "paper-a-improved-cifar10-complete" / "paper_a_table.md").read_text()
-    assert "precision bf16." in table
-    recipes = (RESULTS / "improved-vs-paper-cifar10-complete" / "paper_a_recipes.md").read_text()
-    assert "| paper's recipe (ours, fp32) | improved (bf16) |" in recipes
-    assert "different precisions (paper's recipe fp32, improved bf16)" in recipes
+    table = (RESULTS / "paper-a-improved" / "paper_a_table.md").read_text()
+    note = "Precision by data set: CIFAR-10 bf16; Caltech 101 fp32; Tiny ImageNet fp32."
+    assert note in table
+    compared = pd.read_csv(RESULTS / "improved-vs-paper" / "paper_a_recipes.csv")
+    mixed = compared["dataset"] == "cifar10"
+    assert set(compared.loc[mixed, "precision_a"]) == {"bf16"}
+    assert set(compared.loc[~mixed, "precision_a"]) == set(compared["precision_b"]) == {"fp32"}
+    recipes = (RESULTS / "improved-vs-paper" / "paper_a_recipes.md").read_text()
+    assert "| precision (paper's, improved) |" in recipes
+    assert f"In {mixed.sum()} of the {len(compared)} cells the two recipes trained in" in recipes
     precision = pd.read_csv(RESULTS / "cpu-bf16-vs-fp32" / "paper_a_precision.csv")
     assert precision["verdict"].tolist() == ["within seed noise"]  # the check it rests on
 
@@ -214,11 +209,11 @@ def test_results_readme_shows_the_committed_numbers():
             )
 
 
-def test_results_readme_states_paper_b_complete_data_tests_as_committed():
-    """Every comparison of paper B's complete-data grid is quoted in results/README.md
+def test_results_readme_states_paper_b_tests_as_committed():
+    """Every comparison of paper B's grid is quoted in results/README.md
     with the committed difference and interval, and the README quotes its headline."""
     text = (RESULTS / "README.md").read_text().replace("\n  ", " ")
-    tests = pd.read_csv(RESULTS / "paper-b-complete" / "paper_b_tests.csv")
+    tests = pd.read_csv(RESULTS / "paper-b" / "paper_b_tests.csv")
     for row in tests.itertuples():
         quoted = f"{row.diff:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
         assert quoted in text, (row.a, row.b, quoted)
@@ -229,12 +224,12 @@ def test_results_readme_states_paper_b_complete_data_tests_as_committed():
     )
 
 
-def test_results_readme_states_the_complete_data_recipe_comparison_as_committed():
-    """Each tested cell of the recipes on the complete CIFAR-10 is quoted in
+def test_results_readme_states_the_recipe_comparison_as_committed():
+    """Each tested cell of the recipe comparison is quoted in
     results/README.md with its committed difference, interval and p, and the table
     there gives every cell's seed count as committed."""
     text = (RESULTS / "README.md").read_text().replace("\n  ", " ")
-    compared = pd.read_csv(RESULTS / "improved-vs-paper-cifar10-complete" / "paper_a_recipes.csv")
+    compared = pd.read_csv(RESULTS / "improved-vs-paper" / "paper_a_recipes.csv")
     tested = compared.dropna(subset=["p_value"])
     assert len(tested)
     for row in tested.itertuples():
@@ -245,25 +240,22 @@ def test_results_readme_states_the_complete_data_recipe_comparison_as_committed(
         assert f"{row.mean_a:.1f} ± {row.sd_a:.1f} (n={row.n_a})" in text
 
 
-def test_the_complete_cifar10_column_is_the_papers_split_and_never_mixed_with_the_subset():
-    complete = committed_runs("paper-a-cifar10-complete")
-    assert set(complete["train_size"]) == {45_000} and set(complete["test_size"]) == {10_000}
-    everything = results.read_runs(RESULTS)  # what notebook 08 reads: both splits
-    with pytest.raises(HybridError, match="different (splits|precisions)"):
+def test_every_cifar10_cell_is_the_papers_complete_split_and_cells_never_mix():
+    """Every committed CIFAR-10 run trained on paper A's 45,000 and tested on the 10,000;
+    what notebook 08 reads (everything under results/) never mixes precisions in a cell."""
+    everything = results.read_runs(RESULTS)
+    cifar = everything[everything["dataset"] == "cifar10"]
+    assert set(cifar["train_size"]) == {45_000} and set(cifar["test_size"]) == {10_000}
+    with pytest.raises(HybridError, match="different precisions"):  # the bf16 check's cell
         results.paper_table(everything, "paper-a")
     paper = results.one_split(everything)
     paper = paper[paper["recipe"] == "paper"]
     assert set(paper["precision"]) == {"fp32"}  # the bf16 check stays out of the tables
     table = results.paper_table(paper, "paper-a")
-    cifar = table.xs("cifar10", level="dataset")
-    assert (cifar["n_seeds"] == 3).all() and set(cifar["train_size"]) == {45_000}
-    assert table.loc[("cnn", "caltech101"), "n_seeds"] == 3
-    common = results.one_split(everything, common=True)  # the recipes on equal data
-    cells = common[common["dataset"] == "cifar10"]
-    assert set(cells["train_size"]) == {45_000} and set(cells["recipe"]) == {"paper", "improved"}
+    assert (table["n_seeds"] == 3).all() and len(table) == 12  # every cell of Table I
     improved = results.one_split(everything)
     improved = improved[(improved["recipe"] == "improved") & (improved["dataset"] == "cifar10")]
-    assert set(improved["precision"]) == {"bf16"} and set(improved["train_size"]) == {45_000}
+    assert set(improved["precision"]) == {"bf16"}
 
 
 def test_the_bf16_check_is_what_its_runs_regenerate_and_says_which_precision():
@@ -286,7 +278,7 @@ def test_the_bf16_check_is_what_its_runs_regenerate_and_says_which_precision():
 
 
 def test_paper_b_on_the_complete_data_runs_at_the_papers_stated_settings():
-    runs = committed_runs("paper-b-complete")
+    runs = committed_runs("paper-b")
     assert set(runs["train_size"]) == {45_000} and set(runs["test_size"]) == {10_000}
     for run_dir, model in zip(runs["run_dir"], runs["model"], strict=True):
         config = json.loads((Path(run_dir) / "config.json").read_text())
@@ -294,21 +286,21 @@ def test_paper_b_on_the_complete_data_runs_at_the_papers_stated_settings():
         assert config["weight_decay"] == (5e-4 if model == "yu_cnn_nolrn" else 0.0)
     table = results.paper_table(runs, "paper-b")
     assert (table["n_seeds"] == 3).all() and len(table) == 5  # every cell of Table 1
-    tests = pd.read_csv(RESULTS / "paper-b-complete" / "paper_b_tests.csv")
+    tests = pd.read_csv(RESULTS / "paper-b" / "paper_b_tests.csv")
     assert len(tests) == 4 and tests["p_holm"].notna().all()  # every comparison tested
 
 
 @pytest.mark.parametrize(
     "folder, grid",
     [
-        ("paper-a-cifar10-complete", dict(table="paper-a", datasets=["cifar10"])),
-        ("paper-b-complete", dict(table="paper-b")),
-        (
-            "paper-a-improved-cifar10-complete",
-            dict(table="paper-a", datasets=["cifar10"], recipe="improved", cpu_bf16=True),
-        ),
+        ("paper-a", dict(table="paper-a")),
+        ("paper-b", dict(table="paper-b")),
+        ("paper-a-improved", dict(table="paper-a", datasets=["caltech101", "tiny-imagenet"],
+                                  recipe="improved")),
+        ("paper-a-improved", dict(table="paper-a", datasets=["cifar10"], recipe="improved",
+                                  cpu_bf16=True)),
     ],
-)
+)  # fmt: skip
 def test_a_grid_continues_elsewhere_from_its_committed_runs(folder, grid, tmp_path):
     """Copied into a grid folder, the committed runs are the runs `reproduce` would
     train now, finished, so it skips them (results/README.md): the code's settings for
@@ -317,11 +309,14 @@ def test_a_grid_continues_elsewhere_from_its_committed_runs(folder, grid, tmp_pa
 
     from hybridlib.study import reproduce
 
+    datasets = grid.get("datasets", results.TABLES[grid["table"]]["datasets"])
+    committed = set()
     for run in (RESULTS / folder / "runs").iterdir():
-        shutil.copytree(run, tmp_path / run.name)
+        if json.loads((run / "config.json").read_text())["dataset"] in datasets:
+            shutil.copytree(run, tmp_path / run.name)
+            committed.add(run.name)
     configs = reproduce.grid_configs(**grid, seeds=3, out=tmp_path, device="cpu")
     statuses = {Path(c.out).name: reproduce._status(c) for c in configs}
-    committed = {p.name for p in (RESULTS / folder / "runs").iterdir()}
     assert committed <= set(statuses)
     assert {name: statuses[name] for name in committed} == dict.fromkeys(committed, "complete")
     assert all(statuses[name] == "new" for name in set(statuses) - committed)

@@ -131,8 +131,13 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
     """
     names = dataset_labels(complete_runs(runs))
     base, other = _precisions(compared, "precision_b"), _precisions(compared, "precision_a")
+    per_cell = "," in base + other  # a side in several precisions: one column, cell by cell
+    frame = _recipes_frame(compared, names, *(("", "") if per_cell else (base, other)))
+    if per_cell:
+        pairs = zip(compared["precision_b"], compared["precision_a"], strict=True)
+        frame.insert(4, "precision (paper's, improved)", [f"{b}, {a}" for b, a in pairs])
     lines = [
-        to_markdown(_recipes_frame(compared, names, base, other), index=False),
+        to_markdown(frame, index=False),
         "\nAccuracy: mean test accuracy (%) over n seeds; diff = improved - paper's recipe, "
         "with its 95 % confidence interval (Welch, Welch-Satterthwaite df); p: Welch's "
         f"t-test (two-sided); Holm p: adjusted over the family of all {len(compared)} cells "
@@ -140,7 +145,16 @@ def recipes_markdown(compared: pd.DataFrame, runs) -> str:
         "detected with 80 % power at 0.05 two-sided from the pooled seed sd (noncentral t). "
         "Time: mean training seconds per run.\n",
     ]
-    if base != other:
+    if per_cell:
+        mixed = compared[compared["precision_a"] != compared["precision_b"]]
+        lines.append(
+            f"\nIn {len(mixed)} of the {len(compared)} cells the two recipes trained in "
+            "different precisions (the precision column): each of those differences "
+            "includes whatever the precision changes, which `results --compare precision` "
+            "measures on a cell trained both ways, and their training times compare "
+            "precisions (and machines) as much as recipes.\n"
+        )
+    elif base != other:
         lines.append(
             f"\nThe two recipes trained in different precisions (paper's recipe {base or '?'}, "
             f"improved {other or '?'}): each difference includes whatever the precision "

@@ -138,8 +138,8 @@ def complete_runs(runs) -> pd.DataFrame:
 def one_split(runs, *, common: bool = False, precision: str = "fp32") -> pd.DataFrame:
     """The runs of one experiment per data set: the most training images, one precision.
 
-    A data set's runs may come from different splits (the CIFAR-10 subset of an older
-    study beside the complete data) or precisions (a bf16 check beside fp32 runs); a
+    A data set's runs may come from different splits (a quick grid on a subset beside
+    a complete one) or precisions (a bf16 check beside fp32 runs); a
     table cell mixing them would average two experiments, which the tables refuse
     (`HybridError`). This keeps, per data set and recipe, the runs of the largest
     `train_size`, and of those the runs in `precision` where there are any. With
