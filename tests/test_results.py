@@ -427,6 +427,18 @@ def test_write_tables_with_both_recipes(tmp_path):
     assert "different precisions" not in text
 
 
+def test_the_recipes_note_counts_only_the_tested_cells_in_the_holm_family(tmp_path):
+    folders = recipe_grid(tmp_path)
+    text = results.write_tables(folders, tmp_path / "out", "paper-a")["recipes_md"].read_text()
+    assert "Holm p: adjusted over the family of all 2 cells of this table," in text
+    for seed in range(3):  # a third cell, with one improved seed so far: untested
+        make_run(tmp_path / "paper", "cnn_lstm_skip", "cifar10", seed, 0.6)
+    make_run(tmp_path / "improved", "cnn_lstm_skip", "cifar10", 0, 0.7, recipe="improved")
+    text = results.write_tables(folders, tmp_path / "out", "paper-a")["recipes_md"].read_text()
+    assert "family of the 2 cells of this table with 2 seeds or more a side," in text
+    assert "| CNN + LSTM + skip | CIFAR-10 | 60.0 (n=3) | 70.0 (n=1) |" in text
+
+
 def test_recipes_compare_across_precisions_only_one_precision_a_side(tmp_path):
     """An improved grid in bf16 against the paper's recipe in fp32: the comparison runs
     and says which precision each side trained in; a side that mixes them is refused."""
