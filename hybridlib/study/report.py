@@ -34,7 +34,6 @@ from hybridlib.study.markdown import (
 from hybridlib.study.papers import dataset_labels, table_spec
 from hybridlib.study.runs import complete_runs, read_runs, write_atomic
 from hybridlib.study.tables import (
-    _datasets_in,
     compare_pairs,
     compare_recipes,
     paper_table,
@@ -133,7 +132,7 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
         f"# {spec['title']}\n\n{header}\n"
         + to_markdown(wide_table(long))
         + "\nOurs: mean ± sample standard deviation over n seeds; diff = ours - paper.\n"
-        + _precision_note(runs, spec)
+        + _precision_note(runs, long)
         + "\n## Our cells against the paper's single run\n\n"
         + to_markdown(range_table(long), index=False)
         + RANGE_NOTE,
@@ -150,19 +149,17 @@ def _write_tables(spec, runs: pd.DataFrame, out: Path, table: str, command) -> d
     return paths
 
 
-def _precision_note(runs: pd.DataFrame, spec: dict[str, Any]) -> str:
+def _precision_note(runs: pd.DataFrame, long: pd.DataFrame) -> str:
     """Where a table's data sets trained in different precisions (each cell is one), the
-    sentence that says which, in the table's order; else nothing (the provenance line
-    names the one)."""
+    sentence that says which, in the order of the table `long`; else nothing (the
+    provenance line names the one)."""
     runs = complete_runs(runs)
     if "precision" not in runs or runs["precision"].nunique() < 2:
         return ""
     names = dataset_labels(runs)
-    parts = [
-        f"{names[d]} {', '.join(sorted(set(runs.loc[runs['dataset'] == d, 'precision'])))}"
-        for d in _datasets_in(runs, spec)
-    ]
-    return f"Precision by data set: {'; '.join(parts)}.\n"
+    precisions = runs.groupby("dataset")["precision"].agg(lambda p: ", ".join(sorted(set(p))))
+    order = dict.fromkeys(long.index.get_level_values("dataset"))
+    return f"Precision by data set: {'; '.join(f'{names[d]} {precisions[d]}' for d in order)}.\n"
 
 
 def _write_recipes(spec, runs: pd.DataFrame, out: Path, table: str, header: str):
