@@ -94,3 +94,14 @@ def test_the_recipe_line_names_the_split_it_was_compared_on():
     recipe_line = next(line for line in text.splitlines() if "**The recipe**" in line)
     assert "CIFAR-10 (9k)" in recipe_line and "caltech101" in recipe_line
     assert "CIFAR-10 (9k)" not in text.replace(recipe_line, "")
+
+
+def test_a_small_difference_is_not_rounded_to_zero():
+    """-0.04 points reads as "-0.04", not "-0.0": the sign and size stay visible."""
+    text = findings.findings_markdown(_pairs(diff=-0.04, ci_low=-0.66, ci_high=0.58))
+    assert "-0.04 points (95 % CI -0.7 to +0.6)" in text
+    assert "-0.0 " not in text and "+0.0 " not in text
+    recipes = pd.DataFrame([
+        {"model": "cnn", "dataset": "cifar10", "n_a": 3, "n_b": 3, "diff": 0.03, "p_holm": 0.9},
+    ])  # fmt: skip
+    assert "(+0.03)" in findings.recipe_findings(recipes)[0]

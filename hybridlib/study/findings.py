@@ -25,6 +25,13 @@ def _name(labels: Mapping[str, str], key: str) -> str:
     return labels.get(key, key)
 
 
+def _points(x: float) -> str:
+    """A signed difference in points to one decimal, or two where one decimal would
+    show a difference that is not zero as 0.0 ("-0.04", not "-0.0")."""
+    text = f"{x:+.1f}"
+    return f"{x:+.2f}" if text in ("+0.0", "-0.0") and x != 0 else text
+
+
 def _untested(rows):
     """True where a comparison has no test: fewer than 2 seeds a side, or no p (for a
     frame of comparisons, a boolean Series; for one row, a bool)."""
@@ -35,10 +42,11 @@ def _pair_sentence(row: pd.Series, labels: Mapping[str, str], alpha: float) -> s
     a, b = _name(labels, row["a"]), _name(labels, row["b"])
     if _untested(row):
         return (
-            f"{a} vs {b}: {row['diff']:+.1f} points from {int(row['n_a'])} and "
+            f"{a} vs {b}: {_points(row['diff'])} points from {int(row['n_a'])} and "
             f"{int(row['n_b'])} seeds: not tested (a test needs 2 seeds or more per model)."
         )
-    interval = f"{row['diff']:+.1f} points (95 % CI {row['ci_low']:+.1f} to {row['ci_high']:+.1f})"
+    low, high = _points(row["ci_low"]), _points(row["ci_high"])
+    interval = f"{_points(row['diff'])} points (95 % CI {low} to {high})"
     if row["p_holm"] < alpha:
         return f"{a} vs {b}: {interval}, Holm p = {row['p_holm']:.3f}: larger than seed noise."
     caveat = (
@@ -49,7 +57,7 @@ def _pair_sentence(row: pd.Series, labels: Mapping[str, str], alpha: float) -> s
     )
     return (
         f"{a} vs {b}: {interval}, Holm p = {row['p_holm']:.2f}: within seed noise{caveat}; the "
-        f"runs leave differences from {row['ci_low']:+.1f} to {row['ci_high']:+.1f} points "
+        f"runs leave differences from {low} to {high} points "
         f"open, and the design detects only about {row['mde']:.1f} points or more "
         f"({int(row['n_a'])} and {int(row['n_b'])} seeds)."
     )
@@ -96,7 +104,7 @@ def recipe_findings(
 
     def cells(rows: pd.DataFrame) -> str:
         return ", ".join(
-            f"{_name(labels, r.model)} on {_name(labels, r.dataset)} ({r.diff:+.1f})"
+            f"{_name(labels, r.model)} on {_name(labels, r.dataset)} ({_points(r.diff)})"
             for r in rows.itertuples()
         )
 
@@ -107,7 +115,7 @@ def recipe_findings(
     where = ", ".join(_name(labels, d) for d in dict.fromkeys(recipes["dataset"]))
     line = (
         f"* **The recipe**: the improved recipe minus the paper's ranges from "
-        f"{smallest:+.1f} to {largest:+.1f} points over {len(recipes)} cells ({where}); "
+        f"{_points(smallest)} to {_points(largest)} points over {len(recipes)} cells ({where}); "
         f"{len(real)} of the {len(tested)} tested exceed seed noise after Holm's correction."
     )
     if len(real) < len(tested):
