@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -516,6 +517,21 @@ def test_results_cli_copies_runs_and_draws_figures(grid, tmp_path, capsys):
     assert set(stamp["figures"]) == names - {"provenance.json"}
     assert cli.main(["results", str(grid), "--table", "paper-a", "--copy-runs"]) == 2
     assert "add --out" in capsys.readouterr().err
+
+
+def test_copy_runs_adds_a_grids_runs_to_its_copies_and_refuses_two_sources(grid, tmp_path):
+    """The grid beside its own copies is one set of runs (the grid's replace the copies);
+    two different grids with a run of one name are ambiguous."""
+    dest = tmp_path / "published" / "runs"
+    results.copy_runs(sorted(grid.glob("cifar10-*")), dest)
+    (dest / "cifar10-cnn-s0" / "metrics.csv").write_text("stale")
+    copied = results.copy_runs([grid, dest], dest)
+    assert len(copied) == 36 and len({p.name for p in copied}) == 36
+    assert (dest / "cifar10-cnn-s0" / "metrics.csv").read_text() != "stale"
+    other = tmp_path / "other"
+    shutil.copytree(grid / "cifar10-cnn-s0", other / "cifar10-cnn-s0")
+    with pytest.raises(HybridError, match="several runs are named cifar10-cnn-s0"):
+        results.copy_runs([grid, other], dest)
 
 
 def test_write_tables(grid, tmp_path):

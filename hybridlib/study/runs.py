@@ -172,13 +172,20 @@ def copy_runs(paths, dest: str | os.PathLike) -> list[Path]:
 
     What is copied (`RUN_FILES`) is all that the tables, the figures and notebook 08
     read, a few hundred kilobytes per run instead of the checkpoint's megabytes. A
-    run already in `dest` is replaced; two runs with one name are an error.
+    run already in `dest` is replaced, also where `paths` name `dest` itself beside the
+    grid it was copied from (a grid's new runs added to its committed copies); two runs
+    with one name outside `dest` are an error.
 
     Returns:
         The run folders in `dest`, one per finished run.
     """
     runs = complete_runs(paths)
     dest = Path(dest)
+    dirs = [
+        (Path(d), Path(d).resolve() == (dest / Path(d).name).resolve()) for d in runs["run_dir"]
+    ]
+    elsewhere = {d.name for d, is_copy in dirs if not is_copy}
+    runs = runs[[not (is_copy and d.name in elsewhere) for d, is_copy in dirs]]
     names = [Path(d).name for d in runs["run_dir"]]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
