@@ -183,6 +183,8 @@ def test_the_improved_cifar10_column_is_the_papers_split_in_bf16_and_the_tables_
         config = json.loads((Path(run_dir) / "config.json").read_text())
         assert (config["batch_size"], config["epochs"], config["flip"]) == (16, 30, True)
         assert config["cpu_bf16"] and config["batch_norm"] and config["scheduler"] == "cosine"
+    cells = results.paper_table(runs, "paper-a")
+    assert (cells["n_seeds"] == 3).all() and len(cells) == 12  # every cell, three seeds
     table = (RESULTS / "paper-a-improved" / "paper_a_table.md").read_text()
     note = "Precision by data set: CIFAR-10 bf16; Caltech 101 fp32; Tiny ImageNet fp32."
     assert note in table
@@ -193,6 +195,7 @@ def test_the_improved_cifar10_column_is_the_papers_split_in_bf16_and_the_tables_
     recipes = (RESULTS / "improved-vs-paper" / "paper_a_recipes.md").read_text()
     assert "| precision (paper's, improved) |" in recipes
     assert f"In {mixed.sum()} of the {len(compared)} cells the two recipes trained in" in recipes
+    assert len(compared) == compared["p_holm"].notna().sum() == 12  # one Holm family of 12
     precision = pd.read_csv(RESULTS / "cpu-bf16-vs-fp32" / "paper_a_precision.csv")
     assert precision["verdict"].tolist() == ["within seed noise"]  # the check it rests on
 
